@@ -1,0 +1,229 @@
+"""Settings: every value comes from the environment, read here and nowhere else.
+
+Precedence: the process environment, then a local `.env` (git-ignored), then `.env.default`
+(committed, documents every variable). A bad value stops start-up with a message naming the variable.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from environs import Env, EnvError
+from marshmallow.validate import Range
+
+BASE_DIR = Path(__file__).resolve().parent.parent  # backend/
+REPO_DIR = BASE_DIR.parent
+
+env = Env()
+env.read_env(REPO_DIR / ".env", recurse=False)
+env.read_env(REPO_DIR / ".env.default", recurse=False)
+
+INSECURE_SECRET_KEY = "insecure-local-development-key-change-me"
+REDIS_SCHEMES = {"redis", "rediss", "unix"}
+
+
+def _is_blank(name: str) -> bool:
+    return not env.str(name, "").strip()
+
+
+def _url(name: str, *, default: str | None = None, schemes: set[str] | None = None) -> str:
+    """A URL variable; an empty value takes `default` (an error when there is none)."""
+    if _is_blank(name):
+        if default is None:
+            raise ImproperlyConfigured(f"Environment variable {name!r} must be set to a URL.")
+        return default
+    return env.url(name, schemes=schemes, require_tld=False).geturl()
+
+
+try:
+    DEBUG = env.bool("DEBUG")
+    SECRET_KEY = env.str("SECRET_KEY")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+    CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
+    TIME_ZONE = env.str("TIME_ZONE")
+    LOG_LEVEL = env.log_level("LOG_LEVEL")
+    WEB_PORT = env.int("WEB_PORT", validate=Range(min=1, max=65535))
+
+    if _is_blank("DATABASE_URL"):
+        raise ImproperlyConfigured(
+            "DATABASE_URL is empty: start through `make run` / `make test`, which provide embedded "
+            "PostgreSQL and Redis, or set DATABASE_URL and REDIS_URL."
+        )
+    DATABASES = {"default": env.dj_db_url("DATABASE_URL", conn_max_age=env.int("DB_CONN_MAX_AGE"))}
+
+    REDIS_URL = _url("REDIS_URL", schemes=REDIS_SCHEMES)
+    CACHE_URL = _url("CACHE_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
+    CELERY_BROKER_URL = _url("CELERY_BROKER_URL", default=REDIS_URL)
+    CHANNEL_LAYER_URL = _url("CHANNEL_LAYER_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
+
+    PROVIDERS = {
+        "melange": {
+            "url": _url("MELANGE_URL"),
+            "api_key": env.str("MELANGE_API_KEY"),
+        },
+        "bueno": {
+            "url": _url("BUENO_URL"),
+            "api_key": env.str("BUENO_API_KEY"),
+            "webhook_secret": env.str("BUENO_WEBHOOK_SECRET"),
+        },
+        "uklon": {
+            "url": _url("UKLON_URL"),
+            "api_key": env.str("UKLON_API_KEY"),
+        },
+    }
+    PROVIDER_TIMEOUT_SECONDS = env.float(
+        "PROVIDER_TIMEOUT_SECONDS", validate=Range(min=0, min_inclusive=False)
+    )
+    POLL_INTERVAL_SECONDS = env.float("POLL_INTERVAL_SECONDS", validate=Range(min=0, min_inclusive=False))
+
+    _email = env.dj_email_url("EMAIL_URL")
+    if "EMAIL_BACKEND" not in _email:
+        raise ImproperlyConfigured(
+            'Environment variable "EMAIL_URL" invalid: use console://, file://<dir>, memory:// or smtp://host:port.'
+        )
+    DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL")
+    DEMO_PASSWORD = env.str("DEMO_PASSWORD")
+    SERVE_STATIC = DEBUG if _is_blank("SERVE_STATIC") else env.bool("SERVE_STATIC")
+except EnvError as error:
+    raise ImproperlyConfigured(f"Invalid configuration: {error}") from error
+
+if not DEBUG and (SECRET_KEY == INSECURE_SECRET_KEY or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a random value of at least 32 characters when DEBUG is off "
+        "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+    )
+
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email["EMAIL_HOST"]
+EMAIL_PORT = _email["EMAIL_PORT"]
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+EMAIL_FILE_PATH = str(REPO_DIR / (_email["EMAIL_FILE_PATH"] or ".run/mail"))
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "channels",
+    "core",
+    "orders",
+    "realtime",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "core.urls"
+ASGI_APPLICATION = "core.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [REPO_DIR / "frontend" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": CACHE_URL,
+        "KEY_PREFIX": "liveops",
+        "TIMEOUT": 3600,
+    }
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [CHANNEL_LAYER_URL]},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("uk", "Українська")]
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = REPO_DIR / env.path("STATIC_ROOT")  # an absolute STATIC_ROOT replaces REPO_DIR
+STATICFILES_DIRS = [path for path in [REPO_DIR / "frontend" / "static"] if path.is_dir()]
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+X_FRAME_OPTIONS = "DENY"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Live order operations API",
+    "DESCRIPTION": "Create and follow food-delivery orders that span restaurants and a courier provider.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

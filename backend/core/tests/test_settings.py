@@ -1,0 +1,64 @@
+"""Configuration errors stop start-up with a message that names the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BACKEND = Path(__file__).resolve().parents[2]
+
+
+def load_settings(**overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **overrides, "DJANGO_SETTINGS_MODULE": "core.settings"}
+    return subprocess.run(
+        [sys.executable, "-c", "from django.conf import settings; settings.INSTALLED_APPS"],
+        cwd=BACKEND,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_valid_environment_loads():
+    assert load_settings().returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WEB_PORT", "eighty"),
+        ("WEB_PORT", "70000"),
+        ("DEBUG", "maybe"),
+        ("DATABASE_URL", "not a url"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("CHANNEL_LAYER_URL", "redis//broken"),
+        ("MELANGE_URL", "no-scheme"),
+        ("PROVIDER_TIMEOUT_SECONDS", "-1"),
+        ("POLL_INTERVAL_SECONDS", "soon"),
+        ("EMAIL_URL", "pigeon://coop"),
+        ("LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_value_names_the_variable(variable, value):
+    result = load_settings(**{variable: value})
+    assert result.returncode != 0
+    assert variable in result.stderr.splitlines()[-1]
+
+
+def test_empty_database_url_explains_embedded_mode():
+    result = load_settings(DATABASE_URL="")
+    assert result.returncode != 0
+    assert "DATABASE_URL is empty" in result.stderr
+
+
+def test_production_refuses_the_default_secret_key():
+    result = load_settings(DEBUG="false", SECRET_KEY="insecure-local-development-key-change-me")
+    assert result.returncode != 0
+    assert "SECRET_KEY" in result.stderr.splitlines()[-1]
+
+
+def test_production_starts_with_a_real_secret_key():
+    assert load_settings(DEBUG="false", SECRET_KEY="k" * 50).returncode == 0

@@ -1,0 +1,199 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .status import OrderStatus
+
+MAX_QUANTITY = 50
+
+
+class Restaurant(models.Model):
+    name = models.CharField(max_length=120, unique=True)
+    provider = models.CharField(
+        max_length=40, help_text=_("Provider module that takes this kitchen's orders.")
+    )
+    address = models.CharField(max_length=300)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Dish(models.Model):
+    restaurant = models.ForeignKey(Restaurant, on_delete=models.PROTECT, related_name="dishes")
+    name = models.CharField(max_length=120)
+    price = models.PositiveIntegerField(help_text=_("Price in minor units (kopiykas, cents)."))
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["restaurant__name", "name"]
+        verbose_name_plural = "dishes"
+        constraints = [
+            models.UniqueConstraint(fields=["restaurant", "name"], name="dish_unique_name_per_restaurant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.restaurant})"
+
+
+class Courier(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="courier")
+    name = models.CharField(max_length=120)
+    phone = models.CharField(max_length=40, blank=True)
+    external_id = models.CharField(max_length=80, blank=True, db_index=True)
+    lat = models.FloatField(null=True, blank=True)
+    lng = models.FloatField(null=True, blank=True)
+    location_at = models.DateTimeField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(lat__isnull=True) | Q(lat__gte=-90, lat__lte=90), name="courier_lat_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(lng__isnull=True) | Q(lng__gte=-180, lng__lte=180), name="courier_lng_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Order(models.Model):
+    customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
+    delivery_address = models.CharField(max_length=300)
+    eta = models.DateTimeField(null=True, blank=True, help_text=_("Requested delivery time; empty = ASAP."))
+    status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.SCHEDULED)
+    total = models.PositiveIntegerField(help_text=_("Sum of items in minor units."))
+    courier = models.ForeignKey(
+        Courier, on_delete=models.SET_NULL, null=True, blank=True, related_name="orders"
+    )
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order #{self.pk} ({self.status})"
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+    dish = models.ForeignKey(Dish, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveSmallIntegerField()
+    price = models.PositiveIntegerField(help_text=_("Unit price at order time, minor units."))
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gte=1, quantity__lte=MAX_QUANTITY), name="order_item_quantity_range"
+            ),
+            models.UniqueConstraint(fields=["order", "dish"], name="order_item_unique_dish"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.dish.name}"
+
+
+class Leg(models.Model):
+    """One external sub-order: a kitchen order at a restaurant's provider, or the delivery."""
+
+    class Kind(models.TextChoices):
+        KITCHEN = "kitchen", _("Kitchen")
+        DELIVERY = "delivery", _("Delivery")
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="legs")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    restaurant = models.ForeignKey(
+        Restaurant, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    provider = models.CharField(max_length=40)
+    external_id = models.CharField(max_length=120, blank=True)
+    provider_status = models.CharField(max_length=60, blank=True)
+    status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.SCHEDULED)
+    attempts = models.PositiveIntegerField(default=0, help_text=_("Consecutive failed provider calls."))
+    next_poll_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["next_poll_at"], name="leg_due", condition=Q(next_poll_at__isnull=False)),
+            models.Index(fields=["provider", "external_id"], name="leg_external"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order", "restaurant"],
+                condition=Q(kind="kitchen"),
+                name="leg_one_kitchen_per_restaurant",
+            ),
+            models.UniqueConstraint(
+                fields=["order"], condition=Q(kind="delivery"), name="leg_one_delivery_per_order"
+            ),
+            models.CheckConstraint(
+                condition=(
+                    Q(kind="kitchen", restaurant__isnull=False) | Q(kind="delivery", restaurant__isnull=True)
+                ),
+                name="leg_restaurant_matches_kind",
+            ),
+            models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="leg_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        target = self.restaurant or "delivery"
+        return f"{self.provider} leg of order #{self.order_id} ({target})"
+
+
+class OrderEvent(models.Model):
+    """Append-only history. `seq` is the global sequence number every realtime message carries."""
+
+    class Type(models.TextChoices):
+        CREATED = "order.created", _("Order created")
+        STATUS = "order.status", _("Order status changed")
+        LEG = "leg.status", _("Leg status changed")
+        OVERRIDE = "order.override", _("Status overridden")
+
+    class Source(models.TextChoices):
+        API = "api", _("API")
+        POLL = "poll", _("Poll")
+        WEBHOOK = "webhook", _("Webhook")
+        OPERATOR = "operator", _("Operator")
+        SYSTEM = "system", _("System")
+
+    seq = models.BigAutoField(primary_key=True)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="events")
+    leg = models.ForeignKey(Leg, on_delete=models.SET_NULL, null=True, blank=True, related_name="events")
+    type = models.CharField(max_length=20, choices=Type.choices)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
+    provider_status = models.CharField(max_length=60, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["order", "seq"])]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.type} order #{self.order_id}: {self.from_status} → {self.to_status}"

@@ -1,0 +1,43 @@
+"""Reads: who may see which orders, and the querysets the API and realtime layers serve."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Prefetch, Q, QuerySet
+
+from .models import Dish, Leg, Order, OrderEvent, Restaurant
+from .status import ACTIVE
+
+
+def restaurant_list() -> QuerySet[Restaurant]:
+    dishes = Dish.objects.filter(is_active=True).order_by("name")
+    return Restaurant.objects.filter(is_active=True).prefetch_related(Prefetch("dishes", queryset=dishes))
+
+
+def orders_visible_to(user: AbstractBaseUser) -> QuerySet[Order]:
+    """Operators see every order; anyone else sees the orders they placed or carry as courier."""
+    orders = Order.objects.all()
+    if user.is_staff:
+        return orders
+    return orders.filter(Q(customer_id=user.pk) | Q(courier__user_id=user.pk))
+
+
+def _with_details(orders: QuerySet[Order]) -> QuerySet[Order]:
+    return orders.select_related("courier").prefetch_related(
+        "items__dish__restaurant",
+        Prefetch("legs", queryset=Leg.objects.select_related("restaurant")),
+    )
+
+
+def order_list(*, user: AbstractBaseUser, statuses: list[str] | None = None) -> QuerySet[Order]:
+    orders = orders_visible_to(user)
+    if statuses:
+        orders = orders.filter(status__in=statuses)
+    return _with_details(orders)
+
+
+def order_detail_queryset(*, user: AbstractBaseUser) -> QuerySet[Order]:
+    events = OrderEvent.objects.select_related("actor").order_by("seq")
+    return _with_details(orders_visible_to(user)).prefetch_related(Prefetch("events", queryset=events))
+
+
+def active_orders() -> QuerySet[Order]:
+    return _with_details(Order.objects.filter(status__in=ACTIVE))

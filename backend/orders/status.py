@@ -1,0 +1,131 @@
+"""The one status machine: internal statuses, allowed transitions, provider mappings, aggregation.
+
+An order moves forward along PIPELINE (skipping steps is allowed, because a poll may miss an
+intermediate provider status), or to a terminal branch (failed, cancelled). Nothing leaves a terminal
+status except an operator override, and nothing moves backwards.
+"""
+
+from collections.abc import Iterable
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class OrderStatus(models.TextChoices):
+    SCHEDULED = "scheduled", _("Scheduled")
+    SUBMITTED = "submitted", _("Submitted")
+    COOKING = "cooking", _("Cooking")
+    READY = "ready", _("Ready")
+    COURIER_SEARCH = "courier_search", _("Courier search")
+    DELIVERING = "delivering", _("Delivering")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+PIPELINE: tuple[OrderStatus, ...] = (
+    OrderStatus.SCHEDULED,
+    OrderStatus.SUBMITTED,
+    OrderStatus.COOKING,
+    OrderStatus.READY,
+    OrderStatus.COURIER_SEARCH,
+    OrderStatus.DELIVERING,
+    OrderStatus.DELIVERED,
+)
+TERMINAL = frozenset({OrderStatus.DELIVERED, OrderStatus.FAILED, OrderStatus.CANCELLED})
+ACTIVE = frozenset(OrderStatus) - TERMINAL
+KITCHEN_STATUSES = frozenset(PIPELINE[: PIPELINE.index(OrderStatus.READY) + 1])
+DELIVERY_STATUSES = frozenset(PIPELINE[PIPELINE.index(OrderStatus.COURIER_SEARCH) :])
+
+
+def _rank(status: str) -> int:
+    return PIPELINE.index(OrderStatus(status))
+
+
+def _allowed_targets(source: OrderStatus) -> frozenset[OrderStatus]:
+    if source in TERMINAL:
+        return frozenset()
+    forward = PIPELINE[_rank(source) + 1 :]
+    return frozenset(forward) | {OrderStatus.FAILED, OrderStatus.CANCELLED}
+
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    status: _allowed_targets(status) for status in OrderStatus
+}
+
+
+def is_valid_status(status: str) -> bool:
+    return status in OrderStatus.values
+
+
+def can_transition(source: str, target: str) -> bool:
+    """Whether an automatic change from `source` to `target` is allowed. Same status is not a change."""
+    if not (is_valid_status(source) and is_valid_status(target)):
+        return False
+    return OrderStatus(target) in TRANSITIONS[OrderStatus(source)]
+
+
+def can_override(source: str, target: str) -> bool:
+    """Operators may force any valid status except the current one, recorded with a reason."""
+    return is_valid_status(source) and is_valid_status(target) and source != target
+
+
+# Provider status → internal status, one table per provider. A status not listed is unknown:
+# it is logged on the leg and never applied.
+PROVIDER_STATUS_MAP: dict[str, dict[str, OrderStatus]] = {
+    "melange": {
+        "not started": OrderStatus.SUBMITTED,
+        "cooking": OrderStatus.COOKING,
+        "cooked": OrderStatus.READY,
+        "finished": OrderStatus.READY,
+    },
+    "bueno": {
+        "accepted": OrderStatus.SUBMITTED,
+        "preparing": OrderStatus.COOKING,
+        "ready": OrderStatus.READY,
+        "handed_over": OrderStatus.READY,
+    },
+    "uklon": {
+        "not started": OrderStatus.COURIER_SEARCH,
+        "delivery": OrderStatus.DELIVERING,
+        "delivered": OrderStatus.DELIVERED,
+    },
+}
+
+
+class UnknownProviderStatus(ValueError):
+    pass
+
+
+def map_provider_status(provider: str, provider_status: object) -> OrderStatus:
+    """The internal status of a provider's status string; UnknownProviderStatus when it has none."""
+    table = PROVIDER_STATUS_MAP.get(provider)
+    if table is None:
+        raise UnknownProviderStatus(f"unknown provider {provider!r}")
+    if not isinstance(provider_status, str) or provider_status not in table:
+        raise UnknownProviderStatus(f"{provider} reported unknown status {provider_status!r}")
+    return table[provider_status]
+
+
+def aggregate(kitchen: Iterable[str], delivery: str | None) -> OrderStatus:
+    """The order status derived from its legs' internal statuses.
+
+    The delivery leg decides once it exists. Before that: ready when every kitchen leg is ready,
+    cooking as soon as any kitchen is cooking (or done), otherwise the least advanced kitchen leg.
+    Failed and cancelled legs are handled by the services, not here.
+    """
+    if delivery is not None:
+        return OrderStatus(delivery)
+    ranks = [_rank(status) for status in kitchen]
+    if not ranks:
+        return OrderStatus.SCHEDULED
+    if min(ranks) >= _rank(OrderStatus.READY):
+        return OrderStatus.READY
+    if max(ranks) >= _rank(OrderStatus.COOKING):
+        return OrderStatus.COOKING
+    return PIPELINE[min(ranks)]
+
+
+def is_forward(source: str, target: str) -> bool:
+    """True when `target` is further along the pipeline than `source` (both pipeline statuses)."""
+    return _rank(target) > _rank(source)

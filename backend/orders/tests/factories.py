@@ -1,0 +1,49 @@
+"""Small builders for test data; orders are created through the real service."""
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from rest_framework.authtoken.models import Token
+
+from orders import services
+from orders.models import Courier, Dish, Order, Restaurant
+
+PASSWORD = "test-pass-2026"
+
+
+def make_user(username: str, *, is_staff: bool = False) -> AbstractBaseUser:
+    return get_user_model().objects.create_user(username=username, password=PASSWORD, is_staff=is_staff)
+
+
+def token_for(user: AbstractBaseUser) -> str:
+    return Token.objects.get_or_create(user=user)[0].key
+
+
+def make_courier(username: str = "courier") -> Courier:
+    return Courier.objects.create(user=make_user(username), name=username.title())
+
+
+def make_catalogue() -> dict[str, Restaurant]:
+    """Two restaurants on different providers, three active dishes each and one inactive."""
+    catalogue = {
+        "melange": Restaurant.objects.create(name="Melange", provider="melange", address="Khreshchatyk 22"),
+        "bueno": Restaurant.objects.create(name="Bueno", provider="bueno", address="Vasylkivska 72"),
+    }
+    for restaurant in catalogue.values():
+        for index, price in enumerate([10000, 15000, 20000]):
+            Dish.objects.create(restaurant=restaurant, name=f"{restaurant.name} dish {index}", price=price)
+        Dish.objects.create(
+            restaurant=restaurant, name=f"{restaurant.name} retired", price=999, is_active=False
+        )
+    return catalogue
+
+
+def dish(restaurant: Restaurant, index: int = 0) -> Dish:
+    return restaurant.dishes.filter(is_active=True).order_by("price")[index]
+
+
+def make_order(customer: AbstractBaseUser, *restaurants: Restaurant, quantity: int = 1) -> Order:
+    return services.order_create(
+        customer=customer,
+        items=[services.ItemInput(dish=dish(restaurant), quantity=quantity) for restaurant in restaurants],
+        delivery_address="Sahaidachnoho St, 10, Kyiv",
+    )

@@ -1,0 +1,48 @@
+import pytest
+
+from orders import services
+from orders.models import Order
+from orders.tests import factories
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["restaurant", "dish", "courier", "order", "leg", "orderevent"]
+
+
+@pytest.fixture
+def admin_client(client, operator, customer, restaurants):
+    operator.is_superuser = True
+    operator.save()
+    order = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
+    services.leg_apply_status(leg_id=order.legs.first().pk, provider_status="not started", source="poll")
+    factories.make_courier()
+    client.force_login(operator)
+    return client
+
+
+@pytest.mark.parametrize("model", PAGES)
+def test_changelists_with_search_and_filters_load(admin_client, model):
+    assert admin_client.get(f"/admin/orders/{model}/").status_code == 200
+    assert admin_client.get(f"/admin/orders/{model}/?q=1").status_code == 200
+
+
+def test_order_page_shows_legs_and_history(admin_client):
+    order_id = Order.objects.get().pk
+    response = admin_client.get(f"/admin/orders/order/{order_id}/change/")
+    assert response.status_code == 200
+    assert b"order.created" in response.content
+    assert b"not started" in response.content
+
+
+def test_event_history_is_read_only(admin_client):
+    event = Order.objects.get().events.first()
+    assert admin_client.get("/admin/orders/orderevent/add/").status_code == 403
+    assert (
+        admin_client.post(f"/admin/orders/orderevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    )
+    assert admin_client.get(f"/admin/orders/orderevent/{event.pk}/change/").status_code == 200  # view only
+
+
+def test_customers_are_kept_out(client, customer):
+    client.force_login(customer)
+    assert client.get("/admin/orders/order/").status_code == 302

@@ -1,0 +1,316 @@
+"""Every endpoint: its success path, its permissions and its bad inputs, against real PostgreSQL."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from orders.models import Order, OrderEvent
+from orders.tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def order_body(restaurants):
+    return {
+        "items": [
+            {"dish": factories.dish(restaurants["melange"]).pk, "quantity": 2},
+            {"dish": factories.dish(restaurants["bueno"], 1).pk, "quantity": 1},
+        ],
+        "delivery_address": "Sahaidachnoho St, 10, Kyiv",
+    }
+
+
+class TestToken:
+    def test_token_for_valid_credentials(self, api, customer):
+        response = api.post(
+            "/api/auth/token/", {"username": "alice", "password": factories.PASSWORD}, format="json"
+        )
+        assert response.status_code == 200
+        api.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+        assert api.get("/api/orders/").status_code == 200
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"username": "alice", "password": "wrong"},
+            {"username": "alice"},
+            {},
+            {"username": ["a"], "password": 1},
+        ],
+    )
+    def test_bad_credentials(self, api, customer, body):
+        response = api.post("/api/auth/token/", body, format="json")
+        assert response.status_code == 400
+
+    def test_invalid_token_is_401(self, api):
+        api.credentials(HTTP_AUTHORIZATION="Token nope")
+        assert api.get("/api/orders/").status_code == 401
+
+
+class TestRestaurants:
+    def test_lists_active_restaurants_with_active_dishes(self, client_for, customer, restaurants):
+        response = client_for(customer).get("/api/restaurants/")
+        assert response.status_code == 200
+        body = response.json()
+        assert [restaurant["name"] for restaurant in body] == ["Bueno", "Melange"]
+        assert [dish["price"] for dish in body[1]["dishes"]] == [10000, 15000, 20000]
+        assert all("retired" not in dish["name"] for restaurant in body for dish in restaurant["dishes"])
+
+    def test_anonymous_is_401(self, api, restaurants):
+        assert api.get("/api/restaurants/").status_code == 401
+
+
+class TestCreateOrder:
+    def test_creates_order_with_legs(self, client_for, customer, order_body, restaurants):
+        response = client_for(customer).post("/api/orders/", order_body, format="json")
+        assert response.status_code == 201, response.content
+        body = response.json()
+        assert body["status"] == "scheduled"
+        assert body["total"] == 2 * 10000 + 15000
+        assert [item["quantity"] for item in body["items"]] == [2, 1]
+        assert sorted(leg["provider"] for leg in body["legs"]) == ["bueno", "melange"]
+        assert all(leg["kind"] == "kitchen" for leg in body["legs"])
+        assert Order.objects.get(pk=body["id"]).customer == customer
+
+    def test_future_eta_is_kept(self, client_for, customer, order_body):
+        eta = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
+        response = client_for(customer).post(
+            "/api/orders/", {**order_body, "eta": eta.isoformat()}, format="json"
+        )
+        assert response.status_code == 201
+        assert Order.objects.get().eta == eta
+
+    def test_anonymous_is_401(self, api, order_body):
+        assert api.post("/api/orders/", order_body, format="json").status_code == 401
+        assert not Order.objects.exists()
+
+    @pytest.mark.parametrize(
+        ("change", "field"),
+        [
+            (lambda body: body.update(items=[]), "items"),
+            (lambda body: body.pop("items"), "items"),
+            (lambda body: body.update(items="pizza"), "items"),
+            (lambda body: body.update(items=[1, 2]), "items"),
+            (lambda body: body["items"][0].update(dish=999999), "items"),
+            (lambda body: body["items"][0].update(dish="borscht"), "items"),
+            (lambda body: body["items"][0].pop("dish"), "items"),
+            (lambda body: body["items"][0].update(quantity=0), "items"),
+            (lambda body: body["items"][0].update(quantity=51), "items"),
+            (lambda body: body["items"][0].update(quantity=-3), "items"),
+            (lambda body: body["items"][0].update(quantity="two"), "items"),
+            (lambda body: body["items"][0].update(quantity=1.5), "items"),
+            (lambda body: body["items"][0].pop("quantity"), "items"),
+            (lambda body: body["items"].append(dict(body["items"][0])), "items"),
+            (lambda body: body.update(items=[{"dish": 1, "quantity": 1}] * 101), "items"),
+            (lambda body: body.pop("delivery_address"), "delivery_address"),
+            (lambda body: body.update(delivery_address="   "), "delivery_address"),
+            (lambda body: body.update(delivery_address="x" * 301), "delivery_address"),
+            (lambda body: body.update(delivery_address=["street"]), "delivery_address"),
+            (lambda body: body.update(eta="tomorrow"), "eta"),
+            (lambda body: body.update(eta=(timezone.now() - timedelta(minutes=1)).isoformat()), "eta"),
+        ],
+    )
+    def test_bad_input_is_400_and_writes_nothing(self, client_for, customer, order_body, change, field):
+        change(order_body)
+        response = client_for(customer).post("/api/orders/", order_body, format="json")
+        assert response.status_code == 400, response.content
+        assert field in response.json()
+        assert not Order.objects.exists()
+        assert not OrderEvent.objects.exists()
+
+    def test_inactive_dish_is_400(self, client_for, customer, order_body, restaurants):
+        retired = restaurants["melange"].dishes.get(is_active=False)
+        order_body["items"][0]["dish"] = retired.pk
+        response = client_for(customer).post("/api/orders/", order_body, format="json")
+        assert response.status_code == 400
+        assert "items" in response.json()
+
+    def test_dish_of_inactive_restaurant_is_400(self, client_for, customer, order_body, restaurants):
+        restaurants["bueno"].is_active = False
+        restaurants["bueno"].save()
+        response = client_for(customer).post("/api/orders/", order_body, format="json")
+        assert response.status_code == 400
+
+    @pytest.mark.parametrize(
+        ("payload", "content_type"),
+        [
+            ('{"items": [', "application/json"),
+            ("[]", "application/json"),
+            ("null", "application/json"),
+            ('"order"', "application/json"),
+            ("\xff\xfe", "application/json"),
+            ("items=1", "text/plain"),
+        ],
+    )
+    def test_malformed_bodies_are_rejected(self, client_for, customer, payload, content_type):
+        response = client_for(customer).generic("POST", "/api/orders/", payload, content_type=content_type)
+        assert response.status_code in (400, 415), response.content
+        assert not Order.objects.exists()
+
+
+class TestReadOrders:
+    def test_customer_sees_only_own_orders(self, client_for, customer, other_customer, restaurants):
+        mine = factories.make_order(customer, restaurants["melange"])
+        factories.make_order(other_customer, restaurants["bueno"])
+        body = client_for(customer).get("/api/orders/").json()
+        assert body["count"] == 1
+        assert [order["id"] for order in body["results"]] == [mine.pk]
+
+    def test_operator_sees_all_orders(self, client_for, customer, other_customer, operator, restaurants):
+        factories.make_order(customer, restaurants["melange"])
+        factories.make_order(other_customer, restaurants["bueno"])
+        assert client_for(operator).get("/api/orders/").json()["count"] == 2
+
+    def test_courier_sees_the_orders_they_carry(self, client_for, customer, restaurants):
+        courier = factories.make_courier()
+        carried = factories.make_order(customer, restaurants["melange"])
+        factories.make_order(customer, restaurants["melange"])
+        Order.objects.filter(pk=carried.pk).update(courier=courier)
+        body = client_for(courier.user).get("/api/orders/").json()
+        assert [order["id"] for order in body["results"]] == [carried.pk]
+
+    def test_filter_by_status(self, client_for, operator, customer, restaurants):
+        first = factories.make_order(customer, restaurants["melange"])
+        second = factories.make_order(customer, restaurants["melange"])
+        Order.objects.filter(pk=second.pk).update(status="cooking")
+        client = client_for(operator)
+        assert [o["id"] for o in client.get("/api/orders/?status=cooking").json()["results"]] == [second.pk]
+        both = client.get("/api/orders/?status=cooking,scheduled").json()["results"]
+        assert {o["id"] for o in both} == {first.pk, second.pk}
+
+    @pytest.mark.parametrize("query", ["status=lost", "status=cooking,lost", "page=0", "page=abc", "page=99"])
+    def test_bad_query_is_400_or_404_never_500(self, client_for, operator, customer, restaurants, query):
+        factories.make_order(customer, restaurants["melange"])
+        response = client_for(operator).get(f"/api/orders/?{query}")
+        assert response.status_code in (400, 404)
+
+    def test_pagination(self, client_for, customer, restaurants):
+        for _ in range(3):
+            factories.make_order(customer, restaurants["melange"])
+        body = client_for(customer).get("/api/orders/?page_size=2").json()
+        assert (body["count"], len(body["results"]), body["next"] is not None) == (3, 2, True)
+
+    def test_detail_has_legs_and_events(self, client_for, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
+        body = client_for(customer).get(f"/api/orders/{order.pk}/").json()
+        assert body["id"] == order.pk
+        assert len(body["legs"]) == 2
+        [event] = body["events"]
+        assert (event["type"], event["from"], event["to"], event["actor"]) == (
+            "order.created",
+            "",
+            "scheduled",
+            "alice",
+        )
+        assert event["seq"] > 0 and event["at"]
+
+    def test_someone_elses_order_is_404(self, client_for, customer, other_customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        assert client_for(other_customer).get(f"/api/orders/{order.pk}/").status_code == 404
+        assert client_for(other_customer).get("/api/orders/999999/").status_code == 404
+
+    def test_anonymous_is_401(self, api, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        assert api.get("/api/orders/").status_code == 401
+        assert api.get(f"/api/orders/{order.pk}/").status_code == 401
+
+
+class TestCancel:
+    def test_customer_cancels_early(self, client_for, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        response = client_for(customer).post(
+            f"/api/orders/{order.pk}/cancel/", {"reason": "oops"}, format="json"
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["status"] == "cancelled"
+        assert body["events"][-1]["reason"] == "oops"
+
+    def test_customer_too_late_is_409(self, client_for, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        Order.objects.filter(pk=order.pk).update(status="cooking")
+        response = client_for(customer).post(f"/api/orders/{order.pk}/cancel/")
+        assert response.status_code == 409
+        assert response.json()["code"] == "action_not_allowed"
+
+    def test_operator_cancels_late(self, client_for, customer, operator, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        Order.objects.filter(pk=order.pk).update(status="delivering")
+        assert client_for(operator).post(f"/api/orders/{order.pk}/cancel/").status_code == 200
+
+    def test_finished_order_is_409(self, client_for, operator, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        Order.objects.filter(pk=order.pk).update(status="delivered")
+        assert client_for(operator).post(f"/api/orders/{order.pk}/cancel/").status_code == 409
+
+    def test_other_customer_is_404_and_anonymous_401(
+        self, api, client_for, customer, other_customer, restaurants
+    ):
+        order = factories.make_order(customer, restaurants["melange"])
+        assert client_for(other_customer).post(f"/api/orders/{order.pk}/cancel/").status_code == 404
+        assert api.post(f"/api/orders/{order.pk}/cancel/").status_code == 401
+        order.refresh_from_db()
+        assert order.status == "scheduled"
+
+    def test_bad_reason_is_400(self, client_for, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        response = client_for(customer).post(
+            f"/api/orders/{order.pk}/cancel/", {"reason": "x" * 501}, format="json"
+        )
+        assert response.status_code == 400
+        order.refresh_from_db()
+        assert order.status == "scheduled"
+
+
+class TestOverride:
+    def test_operator_overrides_with_reason(self, client_for, operator, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        response = client_for(operator).post(
+            f"/api/orders/{order.pk}/override/",
+            {"status": "ready", "reason": "phoned the kitchen"},
+            format="json",
+        )
+        assert response.status_code == 200
+        assert response.json()["events"][-1]["type"] == "order.override"
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"status": "lost", "reason": "x"},
+            {"status": "ready"},
+            {"reason": "x"},
+            {"status": "ready", "reason": ""},
+        ],
+    )
+    def test_bad_override_is_400(self, client_for, operator, customer, restaurants, body):
+        order = factories.make_order(customer, restaurants["melange"])
+        assert (
+            client_for(operator).post(f"/api/orders/{order.pk}/override/", body, format="json").status_code
+            == 400
+        )
+
+    def test_same_status_is_409(self, client_for, operator, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        body = {"status": "scheduled", "reason": "x"}
+        assert (
+            client_for(operator).post(f"/api/orders/{order.pk}/override/", body, format="json").status_code
+            == 409
+        )
+
+    def test_customer_is_403(self, client_for, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        body = {"status": "ready", "reason": "x"}
+        assert (
+            client_for(customer).post(f"/api/orders/{order.pk}/override/", body, format="json").status_code
+            == 403
+        )
+
+
+class TestSchemaAndDocs:
+    def test_schema_and_swagger(self, api, db):
+        schema = api.get("/api/schema/")
+        assert schema.status_code == 200
+        assert b"/api/orders/{id}/cancel/" in schema.content
+        assert api.get("/api/docs/").status_code == 200

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import api
+
+app_name = "orders"
+
+urlpatterns = [
+    path("restaurants/", api.RestaurantListView.as_view(), name="restaurant-list"),
+    path("orders/", api.OrderListCreateView.as_view(), name="order-list"),
+    path("orders/<int:pk>/", api.OrderDetailView.as_view(), name="order-detail"),
+    path("orders/<int:pk>/cancel/", api.OrderCancelView.as_view(), name="order-cancel"),
+    path("orders/<int:pk>/override/", api.OrderOverrideView.as_view(), name="order-override"),
+]
