@@ -26,7 +26,7 @@ test: install  ## the whole suite, on DATABASE_URL / REDIS_URL when set, else on
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check backend simulators tests
+	$(BIN)/ruff format --check .
 
 stop:  ## stop embedded engines a killed run left behind
 	@$(EMBEDDED) stop

@@ -1,4 +1,5 @@
-"""The README's main command stays true: `make run` from a clean copy serves the API on embedded engines."""
+"""The README's main command stays true: `make run` from a clean copy serves the API on embedded engines,
+and an order created through it reaches "delivered" by itself (worker, beat and simulators included)."""
 
 import os
 import signal
@@ -26,10 +27,16 @@ def wait_for_health(base_url: str, process: subprocess.Popen, timeout: float) ->
     raise AssertionError(f"/healthz not healthy within {timeout}s")
 
 
-def test_make_run_serves_orders_on_embedded_engines(clean_copy):
+def test_make_run_delivers_an_order_on_embedded_engines(clean_copy):
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ENGINE_VARIABLES}
-    env.update(WEB_PORT=str(port), CSRF_TRUSTED_ORIGINS=f"http://127.0.0.1:{port}")
+    env.update(
+        WEB_PORT=str(port),
+        CSRF_TRUSTED_ORIGINS=f"http://127.0.0.1:{port}",
+        BUENO_WEBHOOK_URL=f"http://127.0.0.1:{port}/webhooks/bueno/",
+        SIM_STEP_SECONDS="0.3",
+        POLL_INTERVAL_SECONDS="1",
+    )
     log_path = clean_copy / "make-run.log"
     base_url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
@@ -56,9 +63,15 @@ def test_make_run_serves_orders_on_embedded_engines(clean_copy):
             "/api/orders/", json={"items": items, "delivery_address": "Sahaidachnoho St, 10"}
         )
         assert created.status_code == 201, created.text
-        order = client.get(f"/api/orders/{created.json()['id']}/").json()
-        assert len(order["legs"]) == 2
+        order_url = f"/api/orders/{created.json()['id']}/"
+        deadline = time.monotonic() + 60
+        while (order := client.get(order_url).json())["status"] not in ("delivered", "failed", "cancelled"):
+            assert time.monotonic() < deadline, f"order stuck at {order['status']}"
+            time.sleep(0.5)
+        assert order["status"] == "delivered", order["failure_reason"]
+        assert [leg["kind"] for leg in order["legs"]] == ["kitchen", "kitchen", "delivery"]
         assert order["events"][0]["type"] == "order.created"
+        assert order["courier"] is not None
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
-from marshmallow.validate import Range
+from marshmallow.validate import OneOf, Range
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/
 REPO_DIR = BASE_DIR.parent
@@ -57,23 +57,32 @@ try:
 
     PROVIDERS = {
         "melange": {
+            "client": "orders.providers.melange.MelangeClient",
             "url": _url("MELANGE_URL"),
             "api_key": env.str("MELANGE_API_KEY"),
         },
         "bueno": {
+            "client": "orders.providers.bueno.BuenoClient",
             "url": _url("BUENO_URL"),
             "api_key": env.str("BUENO_API_KEY"),
-            "webhook_secret": env.str("BUENO_WEBHOOK_SECRET"),
         },
         "uklon": {
+            "client": "orders.providers.uklon.UklonClient",
             "url": _url("UKLON_URL"),
             "api_key": env.str("UKLON_API_KEY"),
         },
     }
-    PROVIDER_TIMEOUT_SECONDS = env.float(
-        "PROVIDER_TIMEOUT_SECONDS", validate=Range(min=0, min_inclusive=False)
-    )
-    POLL_INTERVAL_SECONDS = env.float("POLL_INTERVAL_SECONDS", validate=Range(min=0, min_inclusive=False))
+    DELIVERY_PROVIDER = env.str("DELIVERY_PROVIDER", validate=OneOf(list(PROVIDERS)))
+    BUENO_WEBHOOK_SECRET = env.str("BUENO_WEBHOOK_SECRET")
+    _positive = Range(min=0, min_inclusive=False)
+    PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", validate=_positive)
+    PROVIDER_CONCURRENCY = env.int("PROVIDER_CONCURRENCY", validate=Range(min=1, max=1000))
+    PROVIDER_MAX_BACKOFF_SECONDS = env.float("PROVIDER_MAX_BACKOFF_SECONDS", validate=_positive)
+    PROVIDER_FAILURE_DEADLINE_SECONDS = env.float("PROVIDER_FAILURE_DEADLINE_SECONDS", validate=_positive)
+    POLL_INTERVAL_SECONDS = env.float("POLL_INTERVAL_SECONDS", validate=Range(min=0.1))
+    POLL_BATCH_SIZE = env.int("POLL_BATCH_SIZE", validate=Range(min=1, max=10000))
+    POLL_TICK_BUDGET_SECONDS = env.float("POLL_TICK_BUDGET_SECONDS", validate=_positive)
+    ORDER_LEAD_MINUTES = env.int("ORDER_LEAD_MINUTES", validate=Range(min=0))
 
     _email = env.dj_email_url("EMAIL_URL")
     if "EMAIL_BACKEND" not in _email:

@@ -3,6 +3,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from orders.webhooks import bueno_webhook
+
 from .health import healthz
 
 urlpatterns = [
@@ -12,4 +14,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("orders.urls")),
+    path("webhooks/bueno/", bueno_webhook, name="webhook-bueno"),
 ]

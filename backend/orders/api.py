@@ -112,6 +112,16 @@ class OrderCancelView(_OrderActionView):
         return self.respond(order)
 
 
+class OrderRetryView(_OrderActionView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=None, responses={200: OrderDetailSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        order = self.get_order(pk)
+        services.order_retry(order_id=order.pk, actor=request.user)
+        return self.respond(order)
+
+
 class OrderOverrideView(_OrderActionView):
     permission_classes = [IsAdminUser]
 

@@ -169,6 +169,7 @@ class OrderEvent(models.Model):
         STATUS = "order.status", _("Order status changed")
         LEG = "leg.status", _("Leg status changed")
         OVERRIDE = "order.override", _("Status overridden")
+        RETRY = "order.retry", _("Retried by an operator")
 
     class Source(models.TextChoices):
         API = "api", _("API")

@@ -1,10 +1,13 @@
 """Reads: who may see which orders, and the querysets the API and realtime layers serve."""
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db.models import Prefetch, Q, QuerySet
 
 from .models import Dish, Leg, Order, OrderEvent, Restaurant
 from .status import ACTIVE
+
+LEG_LOOKUP_CACHE_SECONDS = 24 * 3600
 
 
 def restaurant_list() -> QuerySet[Restaurant]:
@@ -41,3 +44,18 @@ def order_detail_queryset(*, user: AbstractBaseUser) -> QuerySet[Order]:
 
 def active_orders() -> QuerySet[Order]:
     return _with_details(Order.objects.filter(status__in=ACTIVE))
+
+
+def leg_id_for_external(provider: str, external_id: str) -> int | None:
+    """The leg of a provider's sub-order id: from the cache, else the database (then cached)."""
+    key = f"leg-of:{provider}:{external_id}"
+    leg_id = cache.get(key)
+    if leg_id is None:
+        leg_id = (
+            Leg.objects.filter(provider=provider, external_id=external_id)
+            .values_list("id", flat=True)
+            .first()
+        )
+        if leg_id is not None:
+            cache.set(key, leg_id, LEG_LOOKUP_CACHE_SECONDS)
+    return leg_id

@@ -5,23 +5,28 @@ serialise on the order row and cannot deadlock.
 """
 
 import logging
+import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
-from .models import Dish, Leg, Order, OrderEvent, OrderItem
+from .models import Courier, Dish, Leg, Order, OrderEvent, OrderItem
+from .providers import Driver
 from .status import (
     TERMINAL,
     OrderStatus,
     aggregate,
     can_override,
     can_transition,
-    is_forward,
     map_provider_status,
+    provider_status_rank,
 )
 
 logger = logging.getLogger(__name__)
@@ -87,13 +92,16 @@ def order_create(
         for item in items
     )
     restaurants = {item.dish.restaurant_id: item.dish.restaurant for item in items}
+    submit_at = order.created_at
+    if eta is not None:
+        submit_at = max(submit_at, eta - timedelta(minutes=settings.ORDER_LEAD_MINUTES))
     Leg.objects.bulk_create(
         Leg(
             order=order,
             kind=Leg.Kind.KITCHEN,
             restaurant=restaurant,
             provider=restaurant.provider,
-            next_poll_at=order.created_at,
+            next_poll_at=submit_at,
         )
         for restaurant in restaurants.values()
     )
@@ -104,8 +112,22 @@ def order_create(
         to_status=order.status,
         actor=customer,
     )
+    if submit_at <= order.created_at:
+        _on_commit_submit(order.pk)
     logger.info("Order %s created with %d items at %d restaurants", order.pk, len(items), len(restaurants))
     return order
+
+
+def _on_commit_submit(order_id: int) -> None:
+    from . import tasks  # tasks import services: resolved at call time
+
+    transaction.on_commit(lambda: tasks.submit_order.delay(order_id))
+
+
+def _on_commit_notify(order_id: int) -> None:
+    from . import tasks
+
+    transaction.on_commit(lambda: tasks.send_order_email.delay(order_id))
 
 
 def _transition(
@@ -134,6 +156,7 @@ def _transition(
         update_fields.append("failure_reason")
     if to_status in TERMINAL:
         Leg.objects.filter(order=order).update(next_poll_at=None)
+        _on_commit_notify(order.pk)
     order.save(update_fields=update_fields)
     return _append_event(
         order=order,
@@ -167,25 +190,21 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
         return None
     if leg.provider_status == provider_status:
         return None
-    if leg.status != OrderStatus.SCHEDULED and is_forward(new_leg_status, leg.status):
+    if leg.provider_status and provider_status_rank(leg.provider, provider_status) < provider_status_rank(
+        leg.provider, leg.provider_status
+    ):
         logger.warning(
-            "Ignoring backwards status %r for leg %s (%s → %s)",
-            provider_status,
-            leg.pk,
-            leg.status,
-            new_leg_status,
+            "Ignoring backwards status %r for leg %s (now %r)", provider_status, leg.pk, leg.provider_status
         )
         return None
 
     leg.provider_status = provider_status
     leg.status = new_leg_status
-    leg.attempts = 0
-    leg.last_error = ""
-    leg.save(update_fields=["provider_status", "status", "attempts", "last_error", "updated_at"])
+    leg.save(update_fields=["provider_status", "status", "updated_at"])
 
-    delivery = next((candidate.status for candidate in legs if candidate.kind == Leg.Kind.DELIVERY), None)
-    kitchen = [candidate.status for candidate in legs if candidate.kind == Leg.Kind.KITCHEN]
-    derived = aggregate(kitchen, delivery)
+    derived = _derived_status(legs)
+    if derived == OrderStatus.READY and not any(candidate.kind == Leg.Kind.DELIVERY for candidate in legs):
+        _order_delivery(order)
     if can_transition(order.status, derived):
         return _transition(
             order=order, to_status=derived, source=source, leg=leg, provider_status=provider_status
@@ -198,6 +217,23 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
         to_status=order.status,
         leg=leg,
         provider_status=provider_status,
+    )
+
+
+def _derived_status(legs: list[Leg]) -> OrderStatus:
+    delivery = next((leg.status for leg in legs if leg.kind == Leg.Kind.DELIVERY), None)
+    kitchen = [leg.status for leg in legs if leg.kind == Leg.Kind.KITCHEN]
+    return aggregate(kitchen, delivery)
+
+
+def _order_delivery(order: Order) -> None:
+    """Every kitchen is done: create the delivery leg; the poller orders the courier after commit."""
+    Leg.objects.create(
+        order=order, kind=Leg.Kind.DELIVERY, provider=settings.DELIVERY_PROVIDER, next_poll_at=timezone.now()
+    )
+    _on_commit_submit(order.pk)
+    logger.info(
+        "Order %s is ready at every kitchen: ordering delivery from %s", order.pk, settings.DELIVERY_PROVIDER
     )
 
 
@@ -254,4 +290,168 @@ def order_fail(*, order_id: int, reason: str, leg: Leg | None = None) -> OrderEv
         return None
     return _transition(
         order=order, to_status=OrderStatus.FAILED, source=OrderEvent.Source.SYSTEM, leg=leg, reason=reason
+    )
+
+
+# --- provider bookkeeping: claims, external ids, failures, couriers ------------------------------------
+
+
+def poll_lease() -> timedelta:
+    """How long a claimed leg is reserved for its poller: a whole call with retries fits in it."""
+    return timedelta(seconds=settings.PROVIDER_TIMEOUT_SECONDS * 2 + settings.POLL_INTERVAL_SECONDS)
+
+
+@transaction.atomic
+def legs_claim_due(*, limit: int, order_id: int | None = None) -> tuple[list[int], datetime]:
+    """Reserve up to `limit` due legs for this poller; concurrent pollers skip them (SKIP LOCKED).
+
+    Returns the leg ids and the lease end written into their next_poll_at: a leg whose poller dies is
+    due again when the lease ends.
+    """
+    now = timezone.now()
+    due = (
+        Leg.objects.select_for_update(skip_locked=True).filter(next_poll_at__lte=now).order_by("next_poll_at")
+    )
+    if order_id is not None:
+        due = due.filter(order_id=order_id)
+    leg_ids = list(due.values_list("id", flat=True)[:limit])
+    lease_until = now + poll_lease()
+    if leg_ids:
+        Leg.objects.filter(id__in=leg_ids).update(next_poll_at=lease_until)
+    return leg_ids, lease_until
+
+
+def legs_reschedule(*, leg_ids: list[int], lease_until: datetime, at: datetime) -> int:
+    """Set the next poll of answered legs, unless something else (a finished order) changed it meanwhile."""
+    if not leg_ids:
+        return 0
+    return Leg.objects.filter(id__in=leg_ids, next_poll_at=lease_until).update(next_poll_at=at)
+
+
+def leg_set_external_id(*, leg_id: int, external_id: str) -> None:
+    """Remember the provider's id of a sub-order we created (first answer wins; creates are idempotent)."""
+    Leg.objects.filter(pk=leg_id, external_id="").update(external_id=external_id, updated_at=timezone.now())
+
+
+def leg_clear_failure(*, leg_id: int) -> None:
+    """The provider answered: forget past failures (writes only when there were some)."""
+    Leg.objects.filter(pk=leg_id, attempts__gt=0).update(
+        attempts=0, last_error="", deadline_at=None, updated_at=timezone.now()
+    )
+
+
+def _backoff(attempts: int) -> timedelta:
+    base = settings.POLL_INTERVAL_SECONDS * 2 ** min(attempts - 1, 16)
+    seconds = min(base, settings.PROVIDER_MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
+    return timedelta(seconds=seconds)
+
+
+@transaction.atomic
+def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
+    """A provider call failed: log it on the leg and back off; past the leg's deadline, fail the order."""
+    leg = Leg.objects.only("order_id").get(pk=leg_id)
+    order = _lock_order(leg.order_id)
+    leg = Leg.objects.select_for_update().get(pk=leg_id)
+    if order.status in TERMINAL:
+        return None
+    now = timezone.now()
+    leg.attempts += 1
+    leg.last_error = error[:2000]
+    leg.deadline_at = leg.deadline_at or now + timedelta(seconds=settings.PROVIDER_FAILURE_DEADLINE_SECONDS)
+    leg.next_poll_at = now + _backoff(leg.attempts)
+    leg.save(update_fields=["attempts", "last_error", "deadline_at", "next_poll_at", "updated_at"])
+    logger.warning("Leg %s (%s) failed attempt %d: %s", leg.pk, leg.provider, leg.attempts, error)
+    if now < leg.deadline_at:
+        return None
+    target = leg.restaurant.name if leg.restaurant_id else "delivery"
+    reason = f"{leg.provider} ({target}) failing for {leg.attempts} attempts, last error: {error}"
+    return _transition(
+        order=order,
+        to_status=OrderStatus.FAILED,
+        source=OrderEvent.Source.SYSTEM,
+        leg=leg,
+        reason=reason[:2000],
+    )
+
+
+def _courier_for(driver: Driver) -> Courier:
+    """Our courier record of a provider's driver, created on first sight (no password: no login)."""
+    courier = Courier.objects.filter(external_id=driver.external_id).first()
+    if courier is not None:
+        return courier
+    user, _ = get_user_model().objects.get_or_create(
+        username=f"{settings.DELIVERY_PROVIDER}-{driver.external_id}"[:150], defaults={"is_active": True}
+    )
+    if user.has_usable_password():
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    courier, _ = Courier.objects.get_or_create(
+        user=user, defaults={"name": driver.name, "phone": driver.phone, "external_id": driver.external_id}
+    )
+    return courier
+
+
+@transaction.atomic
+def delivery_record_progress(
+    *, leg_id: int, driver: Driver | None, location: tuple[float, float] | None
+) -> bool:
+    """Record the courier on the order and the courier's last position. True when anything changed."""
+    leg = Leg.objects.only("order_id").get(pk=leg_id)
+    order = _lock_order(leg.order_id)
+    if order.status in TERMINAL or driver is None:
+        return False
+    changed = False
+    courier = _courier_for(driver)
+    if order.courier_id != courier.pk:
+        order.courier = courier
+        order.save(update_fields=["courier", "updated_at"])
+        changed = True
+    if location is not None and (courier.lat, courier.lng) != location:
+        courier.lat, courier.lng = location
+        courier.location_at = timezone.now()
+        courier.save(update_fields=["lat", "lng", "location_at"])
+        changed = True
+    return changed
+
+
+@transaction.atomic
+def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
+    """An operator retries a failed order, or the failing legs of an active one, right now."""
+    if not actor.is_staff:
+        raise PermissionDenied("Only operators may retry provider calls.")
+    order = _lock_order(order_id)
+    legs = list(Leg.objects.select_for_update().filter(order=order))
+    failing = [leg for leg in legs if leg.attempts > 0 or leg.last_error]
+    if order.status in {OrderStatus.DELIVERED, OrderStatus.CANCELLED}:
+        raise ActionNotAllowed(f"Order #{order.pk} is {order.status}: nothing to retry.")
+    if order.status != OrderStatus.FAILED and not failing:
+        raise ActionNotAllowed(f"Order #{order.pk} has no failing provider call to retry.")
+    now = timezone.now()
+    for leg in failing:
+        leg.attempts, leg.last_error, leg.deadline_at = 0, "", None
+    for leg in legs:
+        leg.next_poll_at = now
+    Leg.objects.bulk_update(legs, ["attempts", "last_error", "deadline_at", "next_poll_at"])
+    _on_commit_submit(order.pk)
+    if order.status != OrderStatus.FAILED:
+        return _append_event(
+            order=order,
+            type=OrderEvent.Type.RETRY,
+            source=OrderEvent.Source.OPERATOR,
+            from_status=order.status,
+            to_status=order.status,
+            actor=actor,
+            reason="retry",
+        )
+    from_status, order.status, order.failure_reason = order.status, _derived_status(legs), ""
+    order.save(update_fields=["status", "failure_reason", "updated_at"])
+    logger.info("Order %s retried by %s: %s → %s", order.pk, actor, from_status, order.status)
+    return _append_event(
+        order=order,
+        type=OrderEvent.Type.RETRY,
+        source=OrderEvent.Source.OPERATOR,
+        from_status=from_status,
+        to_status=order.status,
+        actor=actor,
+        reason="retry",
     )

@@ -70,7 +70,8 @@ def can_override(source: str, target: str) -> bool:
     return is_valid_status(source) and is_valid_status(target) and source != target
 
 
-# Provider status → internal status, one table per provider. A status not listed is unknown:
+# Provider status → internal status, one table per provider, in the order the statuses come (a status
+# earlier in its table than the leg's current one is a backwards move). A status not listed is unknown:
 # it is logged on the leg and never applied.
 PROVIDER_STATUS_MAP: dict[str, dict[str, OrderStatus]] = {
     "melange": {
@@ -107,14 +108,19 @@ def map_provider_status(provider: str, provider_status: object) -> OrderStatus:
     return table[provider_status]
 
 
+def provider_status_rank(provider: str, provider_status: str) -> int:
+    """Position of a known status in its provider's table, which lists statuses in the order they come."""
+    return list(PROVIDER_STATUS_MAP[provider]).index(provider_status)
+
+
 def aggregate(kitchen: Iterable[str], delivery: str | None) -> OrderStatus:
     """The order status derived from its legs' internal statuses.
 
-    The delivery leg decides once it exists. Before that: ready when every kitchen leg is ready,
+    The delivery leg decides once its provider has accepted it. Before that: ready when every kitchen is,
     cooking as soon as any kitchen is cooking (or done), otherwise the least advanced kitchen leg.
     Failed and cancelled legs are handled by the services, not here.
     """
-    if delivery is not None:
+    if delivery is not None and delivery != OrderStatus.SCHEDULED:
         return OrderStatus(delivery)
     ranks = [_rank(status) for status in kitchen]
     if not ranks:
@@ -124,8 +130,3 @@ def aggregate(kitchen: Iterable[str], delivery: str | None) -> OrderStatus:
     if max(ranks) >= _rank(OrderStatus.COOKING):
         return OrderStatus.COOKING
     return PIPELINE[min(ranks)]
-
-
-def is_forward(source: str, target: str) -> bool:
-    """True when `target` is further along the pipeline than `source` (both pipeline statuses)."""
-    return _rank(target) > _rank(source)

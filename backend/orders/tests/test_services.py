@@ -1,9 +1,13 @@
+from datetime import timedelta
+
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from orders import services
 from orders.errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from orders.models import Leg, Order, OrderEvent, OrderItem
+from orders.providers import Driver
 from orders.status import OrderStatus, UnknownProviderStatus
 from orders.tests import factories
 
@@ -118,7 +122,9 @@ class TestLegApplyStatus:
             assert (event.type, event.provider_status) == (event_type, provider_status)
             order.refresh_from_db()
             assert order.status == order_status, provider_status
-        delivery = add_delivery_leg(order)
+        delivery = order.legs.get(kind=Leg.Kind.DELIVERY)
+        assert (delivery.provider, delivery.status, delivery.external_id) == ("uklon", "scheduled", "")
+        assert delivery.next_poll_at is not None, "the delivery is ordered by the next poll"
         for provider_status, order_status in [
             ("not started", "courier_search"),
             ("delivery", "delivering"),
@@ -266,3 +272,168 @@ class TestOverrideAndFail:
         order.refresh_from_db()
         assert (order.status, order.failure_reason) == ("failed", "Melange unreachable for 10 minutes")
         assert (event.to_status, event.source) == ("failed", "system")
+
+
+class TestDeliveryOrdering:
+    def test_delivery_leg_is_created_once_when_every_kitchen_is_ready(
+        self, customer, restaurants, django_capture_on_commit_callbacks
+    ):
+        order = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
+        melange, bueno = kitchen_leg(order, "melange"), kitchen_leg(order, "bueno")
+        services.leg_apply_status(leg_id=melange.pk, provider_status="cooked", source="poll")
+        assert not order.legs.filter(kind=Leg.Kind.DELIVERY).exists()
+        with django_capture_on_commit_callbacks() as callbacks:
+            services.leg_apply_status(leg_id=bueno.pk, provider_status="ready", source="poll")
+        assert order.legs.filter(kind=Leg.Kind.DELIVERY).count() == 1
+        assert len(callbacks) == 1, "the delivery is submitted right after commit"
+        services.leg_apply_status(leg_id=melange.pk, provider_status="finished", source="poll")
+        services.leg_apply_status(leg_id=bueno.pk, provider_status="handed_over", source="poll")
+        assert order.legs.filter(kind=Leg.Kind.DELIVERY).count() == 1
+
+
+class TestPollBookkeeping:
+    def test_claim_reserves_due_legs_for_one_poller(self, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
+        leg_ids, lease_until = services.legs_claim_due(limit=10)
+        assert sorted(leg_ids) == sorted(order.legs.values_list("id", flat=True))
+        assert set(order.legs.values_list("next_poll_at", flat=True)) == {lease_until}
+        assert services.legs_claim_due(limit=10)[0] == [], (
+            "claimed legs are not due again until the lease ends"
+        )
+
+    def test_claim_respects_the_limit_and_the_order(self, customer, restaurants):
+        first = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
+        factories.make_order(customer, restaurants["melange"])
+        assert len(services.legs_claim_due(limit=1)[0]) == 1
+        claimed, _ = services.legs_claim_due(limit=10, order_id=first.pk)
+        assert set(claimed) <= set(first.legs.values_list("id", flat=True))
+
+    def test_future_eta_is_submitted_before_the_eta(self, customer, restaurants, settings):
+        settings.ORDER_LEAD_MINUTES = 30
+        eta = timezone.now() + timedelta(hours=2)
+        order = services.order_create(
+            customer=customer,
+            items=[services.ItemInput(dish=factories.dish(restaurants["melange"]), quantity=1)],
+            delivery_address="x",
+            eta=eta,
+        )
+        assert order.legs.get().next_poll_at == eta - timedelta(minutes=30)
+        assert services.legs_claim_due(limit=10)[0] == []
+
+    def test_reschedule_skips_legs_of_finished_orders(self, customer, operator, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        leg_ids, lease_until = services.legs_claim_due(limit=10)
+        services.order_cancel(order_id=order.pk, actor=operator)
+        assert services.legs_reschedule(leg_ids=leg_ids, lease_until=lease_until, at=timezone.now()) == 0
+        assert order.legs.get().next_poll_at is None
+
+    def test_failures_back_off_then_fail_the_order_past_the_deadline(self, customer, restaurants, settings):
+        settings.POLL_INTERVAL_SECONDS = 2
+        settings.PROVIDER_MAX_BACKOFF_SECONDS = 60
+        order = factories.make_order(customer, restaurants["melange"])
+        leg = kitchen_leg(order, "melange")
+        delays = []
+        for _ in range(4):
+            assert services.leg_record_failure(leg_id=leg.pk, error="melange answered 503") is None
+            leg.refresh_from_db()
+            delays.append((leg.next_poll_at - timezone.now()).total_seconds())
+        assert leg.attempts == 4 and leg.last_error == "melange answered 503"
+        assert 1.5 < delays[0] < 2.5 and 12 < delays[3] < 20, delays
+        Leg.objects.filter(pk=leg.pk).update(deadline_at=timezone.now())
+        event = services.leg_record_failure(leg_id=leg.pk, error="melange timed out after 5s")
+        order.refresh_from_db()
+        assert event.to_status == order.status == "failed"
+        assert "melange (Melange) failing for 5 attempts" in order.failure_reason
+        assert "timed out" in order.failure_reason
+        assert order.legs.get().next_poll_at is None
+
+    def test_an_answer_clears_past_failures(self, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        leg = kitchen_leg(order, "melange")
+        services.leg_record_failure(leg_id=leg.pk, error="boom")
+        services.leg_clear_failure(leg_id=leg.pk)
+        leg.refresh_from_db()
+        assert (leg.attempts, leg.last_error, leg.deadline_at) == (0, "", None)
+
+    def test_external_id_is_set_once(self, customer, restaurants):
+        leg = kitchen_leg(factories.make_order(customer, restaurants["melange"]), "melange")
+        services.leg_set_external_id(leg_id=leg.pk, external_id="mel_1")
+        services.leg_set_external_id(leg_id=leg.pk, external_id="mel_2")
+        leg.refresh_from_db()
+        assert leg.external_id == "mel_1"
+
+
+class TestCourierProgress:
+    def test_driver_becomes_the_orders_courier_and_moves(self, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        delivery = add_delivery_leg(order)
+        known = factories.make_courier("courier1")
+        known.external_id = "drv_1"
+        known.save()
+        driver = Driver(external_id="drv_1", name="Ostap")
+        assert services.delivery_record_progress(leg_id=delivery.pk, driver=driver, location=(50.45, 30.52))
+        assert not services.delivery_record_progress(
+            leg_id=delivery.pk, driver=driver, location=(50.45, 30.52)
+        )
+        order.refresh_from_db()
+        known.refresh_from_db()
+        assert order.courier == known
+        assert (known.lat, known.lng) == (50.45, 30.52)
+
+    def test_unknown_driver_gets_a_courier_without_login(self, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        delivery = add_delivery_leg(order)
+        services.delivery_record_progress(
+            leg_id=delivery.pk, driver=Driver("drv_7", "Andrii", "+380"), location=None
+        )
+        order.refresh_from_db()
+        assert (order.courier.name, order.courier.external_id) == ("Andrii", "drv_7")
+        assert not order.courier.user.has_usable_password()
+
+
+class TestRetry:
+    def test_retry_revives_a_failed_order(self, customer, operator, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        leg = kitchen_leg(order, "melange")
+        services.leg_apply_status(leg_id=leg.pk, provider_status="cooking", source="poll")
+        services.leg_record_failure(leg_id=leg.pk, error="down")
+        services.order_fail(order_id=order.pk, reason="down too long")
+        event = services.order_retry(order_id=order.pk, actor=operator)
+        order.refresh_from_db()
+        leg.refresh_from_db()
+        assert (event.type, event.from_status, event.to_status, event.actor) == (
+            "order.retry",
+            "failed",
+            "cooking",
+            operator,
+        )
+        assert (order.status, order.failure_reason) == ("cooking", "")
+        assert (leg.attempts, leg.last_error, leg.next_poll_at is not None) == (0, "", True)
+
+    def test_retry_of_failing_legs_in_an_active_order(self, customer, operator, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        services.leg_record_failure(leg_id=kitchen_leg(order, "melange").pk, error="down")
+        event = services.order_retry(order_id=order.pk, actor=operator)
+        assert (event.type, event.to_status) == ("order.retry", "scheduled")
+
+    def test_nothing_to_retry(self, customer, operator, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        with pytest.raises(ActionNotAllowed):
+            services.order_retry(order_id=order.pk, actor=operator)
+        services.order_cancel(order_id=order.pk, actor=operator)
+        with pytest.raises(ActionNotAllowed):
+            services.order_retry(order_id=order.pk, actor=operator)
+
+    def test_only_operators_retry(self, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        with pytest.raises(PermissionDenied):
+            services.order_retry(order_id=order.pk, actor=customer)
+
+
+def test_backwards_within_the_same_internal_status_is_ignored(customer, restaurants):
+    order = factories.make_order(customer, restaurants["bueno"])
+    leg = kitchen_leg(order, "bueno")
+    services.leg_apply_status(leg_id=leg.pk, provider_status="handed_over", source="poll")
+    assert services.leg_apply_status(leg_id=leg.pk, provider_status="ready", source="webhook") is None
+    leg.refresh_from_db()
+    assert leg.provider_status == "handed_over"

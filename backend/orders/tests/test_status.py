@@ -109,6 +109,7 @@ def test_unknown_provider_status_raises(provider, provider_status):
         ([S.COOKING, S.READY], None, S.COOKING),
         ([S.READY], None, S.READY),
         ([S.READY, S.READY], None, S.READY),
+        ([S.READY, S.READY], S.SCHEDULED, S.READY),
         ([S.READY, S.READY], S.COURIER_SEARCH, S.COURIER_SEARCH),
         ([S.READY], S.DELIVERING, S.DELIVERING),
         ([S.READY], S.DELIVERED, S.DELIVERED),

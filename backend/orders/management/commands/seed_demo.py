@@ -55,7 +55,12 @@ RESTAURANTS: dict[str, dict[str, Any]] = {
     },
 }
 
-COURIERS = [("courier1", "Ostap Kovalenko"), ("courier2", "Iryna Melnyk"), ("courier3", "Taras Bondar")]
+# (username, name, the driver id Uklon knows them by): the simulator's first three drivers.
+COURIERS = [
+    ("courier1", "Ostap Kovalenko", "drv_1"),
+    ("courier2", "Iryna Melnyk", "drv_2"),
+    ("courier3", "Taras Bondar", "drv_3"),
+]
 OPERATOR_APPS = ["orders", "django_celery_beat"]
 
 
@@ -93,21 +98,23 @@ class Command(BaseCommand):
         if created:
             operator.groups.add(operators)
             changes.append("user operator")
-        if self._user("customer")[1]:
+        if self._user("customer", email="customer@example.com")[1]:
             changes.append("user customer")
-        for username, full_name in COURIERS:
+        for username, full_name, driver_id in COURIERS:
             user, created = self._user(username)
             if created:
                 changes.append(f"user {username}")
-            _, created = Courier.objects.get_or_create(user=user, defaults={"name": full_name})
+            _, created = Courier.objects.get_or_create(
+                user=user, defaults={"name": full_name, "external_id": driver_id}
+            )
             if created:
                 changes.append(f"courier {username}")
         return changes
 
-    def _user(self, username: str, *, is_staff: bool = False) -> tuple[Any, bool]:
+    def _user(self, username: str, *, is_staff: bool = False, email: str = "") -> tuple[Any, bool]:
         """Get or create a demo user whose password is DEMO_PASSWORD (reset only when it differs)."""
         user, created = get_user_model().objects.get_or_create(
-            username=username, defaults={"is_staff": is_staff}
+            username=username, defaults={"is_staff": is_staff, "email": email}
         )
         if created or not user.check_password(settings.DEMO_PASSWORD):
             user.set_password(settings.DEMO_PASSWORD)

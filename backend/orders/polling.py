@@ -1,0 +1,197 @@
+"""One poll tick: claim due legs, ask their providers concurrently, apply what they answered.
+
+The HTTP calls run concurrently in an event loop (bounded per provider); every database write happens
+before or after them, in short transactions through the services, never around a provider call.
+Creating a sub-order and polling one are the same job: a leg without an external id is created first.
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import httpx
+from django.conf import settings
+from django.core.cache import cache
+
+from . import services
+from .models import Leg, OrderItem
+from .providers import DeliveryRequest, KitchenRequest, ProviderError, ProviderOrder, get_client
+from .status import UnknownProviderStatus
+
+logger = logging.getLogger(__name__)
+
+STATUS_CACHE_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class LegJob:
+    leg_id: int
+    provider: str
+    external_id: str
+    request: KitchenRequest | DeliveryRequest | None  # set when the sub-order is still to be created
+
+
+@dataclass
+class TickReport:
+    claimed: int = 0
+    created: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def status_cache_key(provider: str, external_id: str) -> str:
+    """Keyed by the provider's own id: unique for good, unlike our leg ids after a database restore."""
+    return f"provider-status:{provider}:{external_id}"
+
+
+def poll_due_legs(*, order_id: int | None = None) -> TickReport:
+    """Work through due legs batch by batch until none are due or the tick's time budget is spent."""
+    started = time.monotonic()
+    report = TickReport()
+    while True:
+        leg_ids, lease_until = services.legs_claim_due(limit=settings.POLL_BATCH_SIZE, order_id=order_id)
+        if not leg_ids:
+            break
+        report.batches += 1
+        report.claimed += len(leg_ids)
+        jobs = load_jobs(leg_ids)
+        answers = asyncio.run(_ask_providers(jobs))
+        _apply_answers(jobs, answers, lease_until, report)
+        if (
+            len(leg_ids) < settings.POLL_BATCH_SIZE
+            or time.monotonic() - started > settings.POLL_TICK_BUDGET_SECONDS
+        ):
+            break
+    report.seconds = time.monotonic() - started
+    if report.claimed:
+        logger.info(
+            "Poll tick: %d legs in %.2fs (%d created, %d changed, %d unchanged, %d failed)",
+            report.claimed,
+            report.seconds,
+            report.created,
+            report.changed,
+            report.unchanged,
+            report.failed,
+        )
+    return report
+
+
+def load_jobs(leg_ids: list[int]) -> list[LegJob]:
+    """What the poller needs to call the provider of each leg, read before any HTTP call starts."""
+    legs = list(Leg.objects.filter(id__in=leg_ids).select_related("order", "restaurant").order_by("id"))
+    pending = [leg for leg in legs if not leg.external_id]
+    order_ids = {leg.order_id for leg in pending}
+    kitchen_leg_of = {
+        (leg.order_id, leg.restaurant_id): leg.pk for leg in pending if leg.kind == Leg.Kind.KITCHEN
+    }
+    items: dict[int, list[tuple[str, int]]] = {}
+    for item in OrderItem.objects.filter(order_id__in=order_ids).select_related("dish").order_by("id"):
+        leg_id = kitchen_leg_of.get((item.order_id, item.dish.restaurant_id))
+        if leg_id is not None:
+            items.setdefault(leg_id, []).append((item.dish.name, item.quantity))
+    kitchens: dict[int, list[Leg]] = {}
+    if any(leg.kind == Leg.Kind.DELIVERY for leg in pending):
+        kitchen_legs = Leg.objects.filter(order_id__in=order_ids, kind=Leg.Kind.KITCHEN).select_related(
+            "restaurant"
+        )
+        for kitchen in kitchen_legs.order_by("id"):
+            kitchens.setdefault(kitchen.order_id, []).append(kitchen)
+    return [_job(leg, items.get(leg.pk, []), kitchens.get(leg.order_id, [])) for leg in legs]
+
+
+def _job(leg: Leg, items: list[tuple[str, int]], kitchens: list[Leg]) -> LegJob:
+    request: KitchenRequest | DeliveryRequest | None = None
+    key = f"liveops-leg-{leg.pk}"
+    if leg.external_id:
+        request = None
+    elif leg.kind == Leg.Kind.KITCHEN:
+        request = KitchenRequest(idempotency_key=key, items=items, reference=f"order-{leg.order_id}")
+    else:
+        request = DeliveryRequest(
+            idempotency_key=key,
+            addresses=[kitchen.restaurant.address for kitchen in kitchens] + [leg.order.delivery_address],
+            comments=[f"{kitchen.restaurant.name} order {kitchen.external_id}" for kitchen in kitchens],
+        )
+    return LegJob(leg_id=leg.pk, provider=leg.provider, external_id=leg.external_id, request=request)
+
+
+async def _ask_providers(jobs: list[LegJob]) -> list[ProviderOrder | ProviderError]:
+    limits = httpx.Limits(max_connections=settings.PROVIDER_CONCURRENCY * len(settings.PROVIDERS))
+    gates = {name: asyncio.Semaphore(settings.PROVIDER_CONCURRENCY) for name in settings.PROVIDERS}
+    async with httpx.AsyncClient(limits=limits) as http:
+        return await asyncio.gather(*(_ask(http, gates[job.provider], job) for job in jobs))
+
+
+async def _ask(
+    http: httpx.AsyncClient, gate: asyncio.Semaphore, job: LegJob
+) -> ProviderOrder | ProviderError:
+    client = get_client(job.provider)
+    async with gate:
+        try:
+            if job.request is not None:
+                return await client.create(http, job.request)
+            return await client.fetch(http, job.external_id)
+        except ProviderError as error:
+            return error
+        except Exception as error:  # a bug in one client must not lose the whole batch
+            logger.exception("Unexpected error polling leg %s", job.leg_id)
+            return ProviderError(f"internal error: {type(error).__name__}: {error}")
+
+
+def _apply_answers(
+    jobs: list[LegJob],
+    answers: list[ProviderOrder | ProviderError],
+    lease_until: datetime,
+    report: TickReport,
+) -> None:
+    answered: list[int] = []
+    for job, answer in zip(jobs, answers, strict=True):
+        try:
+            if isinstance(answer, ProviderError):
+                report.failed += 1
+                services.leg_record_failure(leg_id=job.leg_id, error=str(answer))
+                continue
+            answered.append(job.leg_id)
+            if job.request is not None:
+                report.created += 1
+                services.leg_set_external_id(leg_id=job.leg_id, external_id=answer.external_id)
+            changed = apply_answer(leg_id=job.leg_id, provider=job.provider, answer=answer, source="poll")
+            if changed:
+                report.changed += 1
+            else:
+                report.unchanged += 1
+        except Exception as error:  # one leg's bad data must not stop the others
+            logger.exception("Could not apply the answer for leg %s", job.leg_id)
+            report.errors.append(f"leg {job.leg_id}: {error}")
+    next_poll = lease_until - services.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
+    services.legs_reschedule(leg_ids=answered, lease_until=lease_until, at=next_poll)
+
+
+def apply_answer(*, leg_id: int, provider: str, answer: ProviderOrder, source: str) -> bool:
+    """Apply one provider answer (from a poll or a webhook). True when it changed anything.
+
+    The cache remembers each leg's last provider status, so an unchanged answer costs no database write.
+    An unknown status is recorded on the leg as a failure and retried like one.
+    """
+    services.leg_clear_failure(leg_id=leg_id)
+    changed = False
+    if answer.driver is not None or answer.location is not None:
+        changed = services.delivery_record_progress(
+            leg_id=leg_id, driver=answer.driver, location=answer.location
+        )
+    key = status_cache_key(provider, answer.external_id)
+    if cache.get(key) == answer.status:
+        return changed
+    try:
+        event = services.leg_apply_status(leg_id=leg_id, provider_status=answer.status, source=source)
+    except UnknownProviderStatus as error:
+        services.leg_record_failure(leg_id=leg_id, error=str(error))
+        return changed
+    cache.set(key, answer.status, STATUS_CACHE_SECONDS)
+    return changed or event is not None

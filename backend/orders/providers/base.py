@@ -1,0 +1,142 @@
+"""The shape every provider client has: create a sub-order, fetch its state; errors become domain errors."""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+
+class ProviderError(Exception):
+    """A provider call that did not give a usable answer. Retried with backoff until the leg's deadline."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Timeout, refused connection, 5xx or 429: the provider is down or overloaded."""
+
+
+class ProviderBadResponse(ProviderError):
+    """The provider answered, but not with the JSON its contract promises."""
+
+
+class ProviderNotFound(ProviderError):
+    """The provider does not know the sub-order."""
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused our request (4xx other than 404/429)."""
+
+
+@dataclass(frozen=True)
+class Driver:
+    external_id: str
+    name: str
+    phone: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderOrder:
+    external_id: str
+    status: str
+    location: tuple[float, float] | None = None
+    driver: Driver | None = None
+
+
+@dataclass(frozen=True)
+class KitchenRequest:
+    idempotency_key: str
+    items: list[tuple[str, int]]  # (dish name, quantity)
+    reference: str
+
+
+@dataclass(frozen=True)
+class DeliveryRequest:
+    idempotency_key: str
+    addresses: list[str]  # pickups first, the customer's address last
+    comments: list[str] = field(default_factory=list)
+
+
+class ProviderClient:
+    """Base of the HTTP clients. Subclasses say where to send what and how to read the answer."""
+
+    name: str = ""
+
+    def __init__(self, *, url: str, api_key: str = "", timeout: float = 5.0, **options: Any) -> None:
+        self.base_url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.options = options
+
+    # -- what a subclass provides ---------------------------------------------------------------
+    def create_request(self, request: KitchenRequest | DeliveryRequest) -> tuple[str, dict[str, Any]]:
+        """The path and JSON body of a create call."""
+        raise NotImplementedError
+
+    def fetch_path(self, external_id: str) -> str:
+        raise NotImplementedError
+
+    def parse_order(self, payload: dict[str, Any]) -> ProviderOrder:
+        return ProviderOrder(external_id=_text(payload, "id"), status=_text(payload, "status"))
+
+    # -- the calls --------------------------------------------------------------------------------
+    async def create(
+        self, http: httpx.AsyncClient, request: KitchenRequest | DeliveryRequest
+    ) -> ProviderOrder:
+        path, body = self.create_request(request)
+        payload = await self._call(http, "POST", path, json=body, idempotency_key=request.idempotency_key)
+        return self.parse_order(payload)
+
+    async def fetch(self, http: httpx.AsyncClient, external_id: str) -> ProviderOrder:
+        payload = await self._call(http, "GET", self.fetch_path(external_id))
+        order = self.parse_order(payload)
+        if order.external_id != external_id:
+            raise ProviderBadResponse(f"{self.name} answered for {order.external_id!r}, not {external_id!r}")
+        return order
+
+    async def _call(
+        self, http: httpx.AsyncClient, method: str, path: str, *, json: Any = None, idempotency_key: str = ""
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        url = f"{self.base_url}{path}"
+        try:
+            response = await http.request(method, url, json=json, headers=headers, timeout=self.timeout)
+        except httpx.TimeoutException as error:
+            raise ProviderUnavailable(
+                f"{self.name} timed out after {self.timeout:g}s ({method} {path})"
+            ) from error
+        except httpx.HTTPError as error:
+            raise ProviderUnavailable(f"{self.name} unreachable: {type(error).__name__}: {error}") from error
+        return self._read(response, method, path)
+
+    def _read(self, response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+        status = response.status_code
+        where = f"{method} {path}"
+        if status >= 500 or status == 429:
+            raise ProviderUnavailable(f"{self.name} answered {status} to {where}")
+        if status == 404:
+            raise ProviderNotFound(f"{self.name} does not know {where} (404)")
+        if status >= 400:
+            raise ProviderRejected(f"{self.name} rejected {where}: {status} {response.text[:200]}")
+        try:
+            payload = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ProviderBadResponse(
+                f"{self.name} sent a body that is not JSON: {response.text[:80]!r}"
+            ) from error
+        if not isinstance(payload, dict):
+            raise ProviderBadResponse(f"{self.name} sent JSON that is not an object: {str(payload)[:80]}")
+        return payload
+
+
+def _text(payload: dict[str, Any], key: str) -> str:
+    value = payload.get(key)
+    if not isinstance(value, str) or not value:
+        raise ProviderBadResponse(f"field {key!r} missing or not a string in {str(payload)[:120]}")
+    return value

@@ -1,0 +1,49 @@
+"""Periodic tasks declared in code and installed into django-celery-beat's database scheduler.
+
+Installed when missing (after every migrate); an interval an operator changed in the admin is kept.
+"""
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def declared_schedules() -> list[dict[str, Any]]:
+    interval = max(1, round(settings.POLL_INTERVAL_SECONDS))  # beat counts whole seconds
+    return [
+        {
+            "name": "Poll providers",
+            "task": "orders.poll_due_legs",
+            "every": interval,
+            # A tick that waited longer than two intervals in the queue is stale: the next one is coming.
+            "expire_seconds": interval * 2,
+            "description": "Submit due kitchen/delivery legs and poll the providers of active ones.",
+        }
+    ]
+
+
+@transaction.atomic
+def install_schedules(**kwargs: Any) -> int:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    installed = 0
+    for spec in declared_schedules():
+        if PeriodicTask.objects.filter(name=spec["name"]).exists():
+            continue
+        interval, _ = IntervalSchedule.objects.get_or_create(
+            every=spec["every"], period=IntervalSchedule.SECONDS
+        )
+        PeriodicTask.objects.create(
+            name=spec["name"],
+            task=spec["task"],
+            interval=interval,
+            expire_seconds=spec["expire_seconds"],
+            description=spec["description"],
+        )
+        installed += 1
+        logger.info("Installed periodic task %r every %ss", spec["name"], spec["every"])
+    return installed

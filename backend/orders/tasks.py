@@ -1,0 +1,39 @@
+"""Celery tasks: thin wrappers that take ids, call a service or the poller, and own their limits.
+
+No task sleeps or loops waiting for a provider: beat ticks, each tick polls what is due.
+"""
+
+import logging
+from dataclasses import asdict
+from smtplib import SMTPException
+
+from celery import shared_task
+
+from . import notifications, polling
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="orders.poll_due_legs", ignore_result=True, soft_time_limit=120, time_limit=150)
+def poll_due_legs() -> dict:
+    """The beat tick: poll every due leg. Overlapping ticks take disjoint legs (SKIP LOCKED claims)."""
+    report = polling.poll_due_legs()
+    return asdict(report)
+
+
+@shared_task(name="orders.submit_order", ignore_result=True, soft_time_limit=60, time_limit=90)
+def submit_order(order_id: int) -> None:
+    """Right after an order (or its delivery) is created: send its due legs now, not at the next tick."""
+    polling.poll_due_legs(order_id=order_id)
+
+
+@shared_task(
+    name="orders.send_order_email",
+    ignore_result=True,
+    autoretry_for=(SMTPException, OSError),
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=30,
+)
+def send_order_email(order_id: int) -> None:
+    notifications.send_order_email(order_id=order_id)
