@@ -1,12 +1,23 @@
 """Shared fixtures: real PostgreSQL (pytest-django's test database) and the real Redis of REDIS_URL."""
 
 import socket
+import uuid
 
 import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from orders.tests import factories
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache() -> None:
+    """Cache keys of this test session never meet those of earlier sessions in the same Redis."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    override_settings(CACHES={"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}).enable()
 
 
 @pytest.fixture

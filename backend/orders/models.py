@@ -76,6 +76,9 @@ class Order(models.Model):
         Courier, on_delete=models.SET_NULL, null=True, blank=True, related_name="orders"
     )
     failure_reason = models.TextField(blank=True)
+    notified_status = models.CharField(
+        max_length=20, blank=True, help_text=_("Final status the customer was emailed about (sent once).")
+    )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 

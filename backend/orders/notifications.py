@@ -3,15 +3,12 @@
 import logging
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.mail import send_mail
 
 from .models import Order
 from .status import OrderStatus
 
 logger = logging.getLogger(__name__)
-
-SENT_MARK_SECONDS = 7 * 24 * 3600
 
 MESSAGES = {
     OrderStatus.DELIVERED: (
@@ -39,8 +36,9 @@ def send_order_email(*, order_id: int) -> bool:
             "Order %s is %s; customer %s has no email address", order.pk, order.status, order.customer
         )
         return False
-    mark = f"order:{order.pk}:email:{order.status}"
-    if not cache.add(mark, True, SENT_MARK_SECONDS):
+    # Claim the email in the database: a retried or duplicated task finds it claimed and sends nothing.
+    claimed = Order.objects.filter(pk=order.pk, status=order.status).exclude(notified_status=order.status)
+    if not claimed.update(notified_status=order.status):
         return False
     subject, body = MESSAGES[OrderStatus(order.status)]
     context = {
@@ -56,7 +54,7 @@ def send_order_email(*, order_id: int) -> bool:
             [order.customer.email],
         )
     except Exception:
-        cache.delete(mark)  # let the task's retry send it
+        Order.objects.filter(pk=order.pk).update(notified_status="")  # the task's retry sends it
         raise
     logger.info("Emailed %s about order %s (%s)", order.customer.email, order.pk, order.status)
     return True

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from orders import services
 from orders.models import Order, OrderEvent
 from orders.tests import factories
 
@@ -314,3 +315,29 @@ class TestSchemaAndDocs:
         assert schema.status_code == 200
         assert b"/api/orders/{id}/cancel/" in schema.content
         assert api.get("/api/docs/").status_code == 200
+
+
+class TestRetry:
+    def test_operator_retries_a_failed_order(self, client_for, operator, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        services.order_fail(order_id=order.pk, reason="Melange down")
+        response = client_for(operator).post(f"/api/orders/{order.pk}/retry/")
+        assert response.status_code == 200
+        body = response.json()
+        assert (body["status"], body["failure_reason"], body["events"][-1]["type"]) == (
+            "scheduled",
+            "",
+            "order.retry",
+        )
+
+    def test_nothing_to_retry_is_409(self, client_for, operator, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        assert client_for(operator).post(f"/api/orders/{order.pk}/retry/").status_code == 409
+
+    def test_customer_is_403_and_anonymous_401(self, api, client_for, customer, restaurants):
+        order = factories.make_order(customer, restaurants["melange"])
+        assert client_for(customer).post(f"/api/orders/{order.pk}/retry/").status_code == 403
+        assert api.post(f"/api/orders/{order.pk}/retry/").status_code == 401
+
+    def test_unknown_order_is_404(self, client_for, operator):
+        assert client_for(operator).post("/api/orders/999999/retry/").status_code == 404

@@ -1,6 +1,7 @@
 """POST /webhooks/bueno/: signed, idempotent, order-safe; and Bueno's real pushes over HTTP."""
 
 import json
+import uuid
 
 import pytest
 from django.conf import settings
@@ -17,7 +18,7 @@ URL = "/webhooks/bueno/"
 def bueno_leg(db, customer, restaurants):
     order = factories.make_order(customer, restaurants["bueno"])
     leg = order.legs.get()
-    leg.external_id = f"bno_test_{leg.pk}"
+    leg.external_id = f"bno_test_{uuid.uuid4().hex}"
     leg.save()
     return leg
 
