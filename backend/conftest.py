@@ -1,23 +1,41 @@
 """Shared fixtures: real PostgreSQL (pytest-django's test database) and the real Redis of REDIS_URL."""
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
+from django.db import connection
 from rest_framework.test import APIClient
 
+from core.celery import app as celery_app
+from orders.schedules import install_schedules
 from orders.tests import factories
+from simulators.testing import Simulator, simulator_env, start_simulator, stop_simulator
 
 
 @pytest.fixture(autouse=True, scope="session")
-def isolated_cache() -> None:
-    """Cache keys of this test session never meet those of earlier sessions in the same Redis."""
-    from django.conf import settings
+def isolated_redis() -> None:
+    """Cache keys and channel-layer groups of this test session never meet another session's."""
     from django.test import override_settings
 
+    settings = django_settings
+
     prefix = f"test-{uuid.uuid4().hex[:8]}"
-    override_settings(CACHES={"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}).enable()
+    layer = settings.CHANNEL_LAYERS["default"]
+    override_settings(
+        CACHES={"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}},
+        # Redis pub/sub channels ignore the database number: the prefix keeps parallel runs apart.
+        CHANNEL_LAYERS={"default": {**layer, "CONFIG": {**layer["CONFIG"], "prefix": prefix}}},
+    ).enable()
 
 
 @pytest.fixture
@@ -68,3 +86,115 @@ def unused_tcp_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# --- the provider pipeline: real simulators, Celery worker and beat ------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+PROVIDER_NAMES = ("melange", "bueno", "uklon")
+FAST_STEP_SECONDS = "0.2"
+
+
+@pytest.fixture(scope="session")
+def simulator_processes(live_server, tmp_path_factory) -> Iterator[dict[str, Simulator]]:
+    """Melange, Bueno and Uklon as real processes; Bueno posts its webhooks to the live test server."""
+    log_dir = tmp_path_factory.mktemp("simulators")
+    started: dict[str, Simulator] = {}
+    try:
+        for name in PROVIDER_NAMES:
+            env = simulator_env(
+                SIM_STEP_SECONDS=FAST_STEP_SECONDS, SIM_API_KEY=django_settings.PROVIDERS[name]["api_key"]
+            )
+            if name == "bueno":
+                env.update(
+                    BUENO_WEBHOOK_URL=f"{live_server.url}/webhooks/bueno/",
+                    BUENO_WEBHOOK_SECRET=django_settings.BUENO_WEBHOOK_SECRET,
+                )
+            started[name] = start_simulator(name, env, log_dir)
+        yield started
+    finally:
+        for simulator in started.values():
+            stop_simulator(simulator)
+
+
+@pytest.fixture
+def providers(simulator_processes, settings, transactional_db) -> dict[str, Simulator]:
+    """Settings pointed at fresh simulators; fast polling; Celery tasks run inline at commit."""
+    settings.PROVIDERS = {
+        name: {**config, "url": simulator_processes[name].url} for name, config in settings.PROVIDERS.items()
+    }
+    settings.POLL_INTERVAL_SECONDS = 0.2
+    settings.PROVIDER_TIMEOUT_SECONDS = 1
+    settings.PROVIDER_MAX_BACKOFF_SECONDS = 0.5
+    settings.PROVIDER_FAILURE_DEADLINE_SECONDS = 30
+    for simulator in simulator_processes.values():
+        simulator.restore()
+    celery_app.conf.task_always_eager = True
+    yield simulator_processes
+    celery_app.conf.task_always_eager = False
+
+
+def test_database_url() -> str:
+    """DATABASE_URL pointed at the test database pytest-django created."""
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture
+def worker_and_beat(providers, tmp_path):
+    celery_app.conf.task_always_eager = False
+    install_schedules()
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
+        "POLL_INTERVAL_SECONDS": str(django_settings.POLL_INTERVAL_SECONDS),
+        "PROVIDER_TIMEOUT_SECONDS": "2",
+        "EMAIL_URL": "console://",
+        **{f"{name.upper()}_URL": simulator.url for name, simulator in providers.items()},
+    }
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("celery")
+    commands = {
+        "worker": [
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        "beat": [
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--scheduler",
+            "django_celery_beat.schedulers:DatabaseScheduler",
+            "--pidfile=",
+            "--schedule",
+            str(tmp_path / "beat-schedule"),
+        ],
+    }
+    processes, logs = {}, {}
+    for name, args in commands.items():
+        logs[name] = tmp_path / f"{name}.log"
+        with open(logs[name], "wb") as log:
+            processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "celery", "--app", "core", *args],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+    yield logs
+    for process in processes.values():
+        process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -84,6 +84,15 @@ try:
     POLL_TICK_BUDGET_SECONDS = env.float("POLL_TICK_BUDGET_SECONDS", validate=_positive)
     ORDER_LEAD_MINUTES = env.int("ORDER_LEAD_MINUTES", validate=Range(min=0))
 
+    REALTIME_FLUSH_MS = env.int("REALTIME_FLUSH_MS", validate=Range(min=0, max=5000))
+    REALTIME_RESUME_LIMIT = env.int("REALTIME_RESUME_LIMIT", validate=Range(min=1))
+    REALTIME_MAX_FRAME_BYTES = env.int("REALTIME_MAX_FRAME_BYTES", validate=Range(min=64))
+    REALTIME_LOCATION_MIN_INTERVAL_SECONDS = env.float(
+        "REALTIME_LOCATION_MIN_INTERVAL_SECONDS", validate=Range(min=0)
+    )
+    DASHBOARD_LATE_MINUTES = env.int("DASHBOARD_LATE_MINUTES", validate=Range(min=1))
+    DASHBOARD_STUCK_MINUTES = env.int("DASHBOARD_STUCK_MINUTES", validate=Range(min=1))
+
     _email = env.dj_email_url("EMAIL_URL")
     if "EMAIL_BACKEND" not in _email:
         raise ImproperlyConfigured(
@@ -180,7 +189,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+LOCALE_PATHS = [BASE_DIR / "locale"]
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("uk", "Українська")]

@@ -18,6 +18,8 @@ from .serializers import (
     OverrideSerializer,
     ReasonSerializer,
     RestaurantSerializer,
+    ThroughputQuerySerializer,
+    ThroughputSerializer,
 )
 from .status import OrderStatus
 
@@ -120,6 +122,21 @@ class OrderRetryView(_OrderActionView):
         order = self.get_order(pk)
         services.order_retry(order_id=order.pk, actor=request.user)
         return self.respond(order)
+
+
+class ThroughputView(APIView):
+    """Orders created and delivered per minute, for the dashboard's chart."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("minutes", OpenApiTypes.INT, description="1 to 240, default 60")],
+        responses={200: ThroughputSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        serializer = ThroughputQuerySerializer(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        return Response(selectors.throughput_per_minute(minutes=serializer.validated_data["minutes"]))
 
 
 class OrderOverrideView(_OrderActionView):

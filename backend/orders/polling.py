@@ -15,6 +15,8 @@ import httpx
 from django.conf import settings
 from django.core.cache import cache
 
+from realtime import broadcast
+
 from . import services
 from .models import Leg, OrderItem
 from .providers import DeliveryRequest, KitchenRequest, ProviderError, ProviderOrder, get_client
@@ -151,6 +153,15 @@ def _apply_answers(
     report: TickReport,
 ) -> None:
     answered: list[int] = []
+    with broadcast.batch():  # one realtime message per group for the whole batch
+        _apply_each(jobs, answers, answered, report)
+    next_poll = lease_until - services.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
+    services.legs_reschedule(leg_ids=answered, lease_until=lease_until, at=next_poll)
+
+
+def _apply_each(
+    jobs: list[LegJob], answers: list[ProviderOrder | ProviderError], answered: list[int], report: TickReport
+) -> None:
     for job, answer in zip(jobs, answers, strict=True):
         try:
             if isinstance(answer, ProviderError):
@@ -169,8 +180,6 @@ def _apply_answers(
         except Exception as error:  # one leg's bad data must not stop the others
             logger.exception("Could not apply the answer for leg %s", job.leg_id)
             report.errors.append(f"leg {job.leg_id}: {error}")
-    next_poll = lease_until - services.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
-    services.legs_reschedule(leg_ids=answered, lease_until=lease_until, at=next_poll)
 
 
 def apply_answer(*, leg_id: int, provider: str, answer: ProviderOrder, source: str) -> bool:

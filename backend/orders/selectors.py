@@ -1,11 +1,15 @@
 """Reads: who may see which orders, and the querysets the API and realtime layers serve."""
 
+from datetime import timedelta
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
 
 from .models import Dish, Leg, Order, OrderEvent, Restaurant
-from .status import ACTIVE
+from .status import ACTIVE, OrderStatus
 
 LEG_LOOKUP_CACHE_SECONDS = 24 * 3600
 
@@ -59,3 +63,43 @@ def leg_id_for_external(provider: str, external_id: str) -> int | None:
         if leg_id is not None:
             cache.set(key, leg_id, LEG_LOOKUP_CACHE_SECONDS)
     return leg_id
+
+
+def with_stream_details(orders: QuerySet[Order]) -> QuerySet[Order]:
+    """What realtime payloads need: courier, legs with restaurants, and each order's last event seq."""
+    return (
+        orders.select_related("courier")
+        .prefetch_related(Prefetch("legs", queryset=Leg.objects.select_related("restaurant").order_by("id")))
+        .annotate(last_seq=Max("events__seq"))
+    )
+
+
+def latest_seq() -> int:
+    return OrderEvent.objects.aggregate(latest=Max("seq"))["latest"] or 0
+
+
+def throughput_per_minute(*, minutes: int) -> list[dict[str, object]]:
+    """Orders created and delivered in each of the last `minutes` minutes, oldest first, zeros included."""
+    now = timezone.now().replace(second=0, microsecond=0)
+    since = now - timedelta(minutes=minutes - 1)
+    rows = (
+        OrderEvent.objects.filter(at__gte=since)
+        .filter(
+            Q(type=OrderEvent.Type.CREATED) | Q(type=OrderEvent.Type.STATUS, to_status=OrderStatus.DELIVERED)
+        )
+        .annotate(minute=TruncMinute("at"))
+        .values("minute", "type")
+        .annotate(count=Count("seq"))
+    )
+    counts = {(row["minute"], row["type"]): row["count"] for row in rows}
+    series = []
+    for offset in range(minutes):
+        minute = since + timedelta(minutes=offset)
+        series.append(
+            {
+                "minute": minute.isoformat(),
+                "created": counts.get((minute, OrderEvent.Type.CREATED), 0),
+                "delivered": counts.get((minute, OrderEvent.Type.STATUS), 0),
+            }
+        )
+    return series

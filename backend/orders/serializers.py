@@ -136,3 +136,13 @@ class OrderDetailSerializer(OrderSerializer):
 
     class Meta(OrderSerializer.Meta):
         fields = [*OrderSerializer.Meta.fields, "events"]
+
+
+class ThroughputQuerySerializer(serializers.Serializer):
+    minutes = serializers.IntegerField(min_value=1, max_value=240, default=60)
+
+
+class ThroughputSerializer(serializers.Serializer):
+    minute = serializers.DateTimeField()
+    created = serializers.IntegerField()
+    delivered = serializers.IntegerField()

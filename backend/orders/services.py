@@ -16,6 +16,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from realtime import broadcast
+
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from .models import Courier, Dish, Leg, Order, OrderEvent, OrderItem
 from .providers import Driver
@@ -52,7 +54,7 @@ def _append_event(
     actor: AbstractBaseUser | None = None,
     reason: str = "",
 ) -> OrderEvent:
-    return OrderEvent.objects.create(
+    event = OrderEvent.objects.create(
         order=order,
         type=type,
         source=source,
@@ -63,6 +65,8 @@ def _append_event(
         actor=actor if actor is not None and actor.is_authenticated else None,
         reason=reason,
     )
+    broadcast.events_after_commit(event.seq)
+    return event
 
 
 def _lock_order(order_id: int) -> Order:
@@ -407,11 +411,23 @@ def delivery_record_progress(
         order.save(update_fields=["courier", "updated_at"])
         changed = True
     if location is not None and (courier.lat, courier.lng) != location:
-        courier.lat, courier.lng = location
-        courier.location_at = timezone.now()
-        courier.save(update_fields=["lat", "lng", "location_at"])
+        _courier_move(courier, location)
         changed = True
     return changed
+
+
+def _courier_move(courier: Courier, location: tuple[float, float]) -> None:
+    courier.lat, courier.lng = location
+    courier.location_at = timezone.now()
+    courier.save(update_fields=["lat", "lng", "location_at"])
+    broadcast.location_after_commit(courier.pk)
+
+
+@transaction.atomic
+def courier_report_location(*, courier_id: int, lat: float, lng: float) -> None:
+    """A courier app pushed its position (validated by the caller): store it and tell operators."""
+    courier = Courier.objects.select_for_update().get(pk=courier_id)
+    _courier_move(courier, (lat, lng))
 
 
 @transaction.atomic

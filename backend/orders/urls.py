@@ -10,5 +10,6 @@ urlpatterns = [
     path("orders/<int:pk>/", api.OrderDetailView.as_view(), name="order-detail"),
     path("orders/<int:pk>/cancel/", api.OrderCancelView.as_view(), name="order-cancel"),
     path("orders/<int:pk>/retry/", api.OrderRetryView.as_view(), name="order-retry"),
+    path("stats/throughput/", api.ThroughputView.as_view(), name="throughput"),
     path("orders/<int:pk>/override/", api.OrderOverrideView.as_view(), name="order-override"),
 ]

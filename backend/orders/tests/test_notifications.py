@@ -1,6 +1,7 @@
 import pytest
 from django.core import mail
 
+from core.celery import app as celery_app
 from orders import notifications, services
 from orders.models import Order
 from orders.tests import factories
@@ -43,9 +44,14 @@ def test_active_order_and_missing_address_send_nothing(order, customer):
     assert mail.outbox == []
 
 
-def test_terminal_transition_queues_the_email_after_commit(
-    order, operator, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        services.order_cancel(order_id=order.pk, actor=operator)
-    assert len(callbacks) == 1
+def test_cancel_emails_after_commit(order, operator, django_capture_on_commit_callbacks):
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            services.order_cancel(order_id=order.pk, actor=operator)
+        assert mail.outbox == [], "nothing is sent before the commit"
+        for callback in callbacks:
+            callback()
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert [email.subject for email in mail.outbox] == [f"Your order #{order.pk} was cancelled"]

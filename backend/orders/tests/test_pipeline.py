@@ -11,7 +11,7 @@ from django.utils import timezone
 from orders import polling, services
 from orders.models import Leg, Order
 from orders.tests import factories
-from orders.tests.conftest import assert_history_is_clean, drive, order_reaches
+from orders.tests.pipeline import assert_history_is_clean, drive, order_reaches
 
 pytestmark = pytest.mark.slow
 

@@ -285,7 +285,10 @@ class TestDeliveryOrdering:
         with django_capture_on_commit_callbacks() as callbacks:
             services.leg_apply_status(leg_id=bueno.pk, provider_status="ready", source="poll")
         assert order.legs.filter(kind=Leg.Kind.DELIVERY).count() == 1
-        assert len(callbacks) == 1, "the delivery is submitted right after commit"
+        submits = [
+            callback for callback in callbacks if "_on_commit_submit" in getattr(callback, "__qualname__", "")
+        ]
+        assert len(submits) == 1, "the delivery is submitted right after commit"
         services.leg_apply_status(leg_id=melange.pk, provider_status="finished", source="poll")
         services.leg_apply_status(leg_id=bueno.pk, provider_status="handed_over", source="poll")
         assert order.legs.filter(kind=Leg.Kind.DELIVERY).count() == 1

@@ -8,7 +8,7 @@ from django.conf import settings
 
 from orders.models import Leg
 from orders.tests import factories
-from orders.tests.conftest import drive
+from orders.tests.pipeline import drive
 from orders.webhooks import signature_of
 
 URL = "/webhooks/bueno/"

@@ -1,0 +1,347 @@
+"""WebSocket consumers over the full ASGI stack and the real Redis channel layer."""
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from core.asgi import application
+from orders import services
+from orders.models import Courier, Leg, Order, OrderEvent
+from orders.tests import factories
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+TIMEOUT = 3
+
+
+def run(scenario):
+    """Run an async scenario; ORM calls inside go through database_sync_to_async."""
+    async_to_sync(scenario)()
+
+
+async def socket(
+    path: str, user=None, token: str | None = None, origin: bytes | None = None
+) -> WebsocketCommunicator:
+    headers = []
+    if user is not None:
+        key = await database_sync_to_async(factories.token_for)(user)
+        headers.append((b"authorization", f"Token {key}".encode()))
+    if origin is not None:
+        headers.append((b"origin", origin))
+    if token is not None:
+        path += ("&" if "?" in path else "?") + f"token={token}"
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def frame(communicator: WebsocketCommunicator) -> dict:
+    return json.loads(await communicator.receive_from(timeout=TIMEOUT))
+
+
+async def closed_with(communicator: WebsocketCommunicator) -> int:
+    connected, _ = await communicator.connect(timeout=TIMEOUT)
+    assert connected
+    message = await communicator.receive_output(timeout=TIMEOUT)
+    assert message["type"] == "websocket.close", f"something was sent before closing: {message}"
+    return message["code"]
+
+
+def advance(leg_id: int, provider_status: str):
+    return database_sync_to_async(services.leg_apply_status)(
+        leg_id=leg_id, provider_status=provider_status, source="poll"
+    )
+
+
+@pytest.fixture
+def world(customer, other_customer, operator, restaurants):
+    courier_one, courier_two = factories.make_courier("courier1"), factories.make_courier("courier2")
+    mine = factories.make_order(customer, restaurants["melange"])
+    theirs = factories.make_order(other_customer, restaurants["bueno"])
+    delivered = factories.make_order(customer, restaurants["melange"])
+    Order.objects.filter(pk=mine.pk).update(courier=courier_one)
+    Order.objects.filter(pk=theirs.pk).update(courier=courier_two)
+    Order.objects.filter(pk=delivered.pk).update(status="delivered")
+    return {
+        "mine": mine,
+        "theirs": theirs,
+        "delivered": delivered,
+        "courier1": courier_one,
+        "courier2": courier_two,
+        "leg": mine.legs.get(),
+        "their_leg": theirs.legs.get(),
+    }
+
+
+class TestWhoMayConnect:
+    @pytest.mark.parametrize("path", ["/ws/operators/", "/ws/couriers/", "/ws/orders/1/"])
+    def test_anonymous_is_closed_with_4401(self, path):
+        run(lambda: self._expect(4401, path))
+
+    def test_bad_token_is_4401(self, world):
+        run(lambda: self._expect(4401, "/ws/operators/", token="not-a-token"))
+
+    def test_customer_on_operators_is_4403(self, world, customer):
+        run(lambda: self._expect(4403, "/ws/operators/", customer))
+
+    def test_customer_without_courier_profile_is_4403(self, world, customer):
+        run(lambda: self._expect(4403, "/ws/couriers/", customer))
+
+    def test_someone_elses_order_is_4403(self, world, other_customer):
+        run(lambda: self._expect(4403, f"/ws/orders/{world['mine'].pk}/", other_customer))
+
+    def test_foreign_origin_is_refused(self, world, operator):
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator, origin=b"https://evil.example")
+            connected, _ = await communicator.connect()
+            assert not connected
+
+        run(scenario)
+
+    def test_own_origin_and_query_token_are_accepted(self, world, operator):
+        async def scenario():
+            key = await database_sync_to_async(factories.token_for)(operator)
+            communicator = await socket("/ws/operators/", token=key, origin=b"http://localhost:8000")
+            connected, _ = await communicator.connect()
+            assert connected
+            assert (await frame(communicator))["type"] == "snapshot"
+            await communicator.disconnect()
+
+        run(scenario)
+
+    async def _expect(self, code, path, user=None, **options):
+        assert await closed_with(await socket(path, user, **options)) == code
+
+
+class TestSnapshot:
+    def test_operators_get_every_active_order(self, world, operator):
+        latest = OrderEvent.objects.latest("seq").seq
+
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator)
+            await communicator.connect()
+            snapshot = await frame(communicator)
+            assert snapshot["type"] == "snapshot"
+            assert {order["id"] for order in snapshot["orders"]} == {world["mine"].pk, world["theirs"].pk}
+            assert snapshot["seq"] == latest >= max(order["seq"] for order in snapshot["orders"])
+            order = next(order for order in snapshot["orders"] if order["id"] == world["mine"].pk)
+            assert order["courier"]["name"] == "Courier1"
+            assert (
+                order["restaurants"][0]["name"] == "Melange" and len(order["restaurants"][0]["location"]) == 2
+            )
+            assert order["legs"][0]["provider"] == "melange"
+            await communicator.disconnect()
+
+        run(scenario)
+
+    def test_courier_sees_only_their_orders(self, world):
+        async def scenario():
+            communicator = await socket("/ws/couriers/", world["courier1"].user)
+            await communicator.connect()
+            assert [order["id"] for order in (await frame(communicator))["orders"]] == [world["mine"].pk]
+            await communicator.disconnect()
+
+        run(scenario)
+
+    def test_customer_follows_even_a_finished_order(self, world, customer):
+        async def scenario():
+            communicator = await socket(f"/ws/orders/{world['delivered'].pk}/", customer)
+            await communicator.connect()
+            [order] = (await frame(communicator))["orders"]
+            assert (order["id"], order["status"]) == (world["delivered"].pk, "delivered")
+            await communicator.disconnect()
+
+        run(scenario)
+
+
+class TestLiveEvents:
+    def test_changes_close_together_arrive_in_one_frame_seq_ascending(self, world, operator):
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator)
+            await communicator.connect()
+            await frame(communicator)
+            for status in ["not started", "cooking", "cooked"]:
+                await advance(world["leg"].pk, status)
+            events = (await frame(communicator))["events"]
+            assert [event["order"]["status"] for event in events] == ["submitted", "cooking", "ready"]
+            seqs = [event["seq"] for event in events]
+            assert seqs == sorted(seqs) and len(set(seqs)) == 3
+            assert events[-1]["order"]["seq"] == seqs[-1] and events[-1]["type"] == "order.status"
+            assert await communicator.receive_nothing(timeout=0.3)
+            await communicator.disconnect()
+
+        run(scenario)
+
+    def test_a_courier_never_receives_another_couriers_order(self, world):
+        async def scenario():
+            one = await socket("/ws/couriers/", world["courier1"].user)
+            two = await socket("/ws/couriers/", world["courier2"].user)
+            for communicator in (one, two):
+                await communicator.connect()
+                await frame(communicator)
+            await advance(world["their_leg"].pk, "accepted")
+            await advance(world["leg"].pk, "cooking")
+            assert [e["order"]["id"] for e in (await frame(one))["events"]] == [world["mine"].pk]
+            assert [e["order"]["id"] for e in (await frame(two))["events"]] == [world["theirs"].pk]
+            assert await one.receive_nothing(timeout=0.3)
+            for communicator in (one, two):
+                await communicator.disconnect()
+
+        run(scenario)
+
+    def test_customer_receives_only_their_order(self, world, customer):
+        async def scenario():
+            communicator = await socket(f"/ws/orders/{world['mine'].pk}/", customer)
+            await communicator.connect()
+            await frame(communicator)
+            await advance(world["their_leg"].pk, "accepted")
+            await advance(world["leg"].pk, "cooking")
+            assert [e["order"]["id"] for e in (await frame(communicator))["events"]] == [world["mine"].pk]
+            await communicator.disconnect()
+
+        run(scenario)
+
+
+class TestResume:
+    def test_reconnect_with_after_replays_the_gap_then_goes_live(self, world, operator):
+        async def scenario():
+            first = await socket("/ws/operators/", operator)
+            await first.connect()
+            seen = (await frame(first))["seq"]
+            await first.disconnect()
+            missed = [await advance(world["leg"].pk, s) for s in ["not started", "cooking"]]
+            missed.append(await advance(world["their_leg"].pk, "accepted"))
+
+            second = await socket(f"/ws/operators/?after={seen}", operator)
+            await second.connect()
+            replayed = (await frame(second))["events"]
+            assert [event["seq"] for event in replayed] == [event.seq for event in missed]
+            live = await advance(world["leg"].pk, "cooked")
+            assert [event["seq"] for event in (await frame(second))["events"]] == [live.seq]
+
+            # Asking again replays nothing twice: every seq reaches a client once.
+            await second.send_json_to({"type": "resume", "after": seen})
+            assert (await frame(second))["events"] == []
+            await second.disconnect()
+
+        run(scenario)
+
+    def test_too_far_behind_gets_a_fresh_snapshot(self, world, operator):
+        async def scenario():
+            with override_settings(REALTIME_RESUME_LIMIT=2):
+                for status in ["not started", "cooking", "cooked"]:
+                    await advance(world["leg"].pk, status)
+                communicator = await socket("/ws/operators/?after=0", operator)
+                await communicator.connect()
+                assert (await frame(communicator))["type"] == "snapshot"
+                await communicator.disconnect()
+
+        run(scenario)
+
+    def test_courier_replay_is_scoped(self, world):
+        async def scenario():
+            await advance(world["their_leg"].pk, "accepted")
+            mine = await advance(world["leg"].pk, "not started")
+            communicator = await socket("/ws/couriers/?after=0", world["courier1"].user)
+            await communicator.connect()
+            replayed = (await frame(communicator))["events"]
+            assert {event["order"]["id"] for event in replayed} == {world["mine"].pk}
+            assert mine.seq in [event["seq"] for event in replayed]
+            await communicator.disconnect()
+
+        run(scenario)
+
+
+class TestBadFrames:
+    @pytest.mark.parametrize(
+        ("payload", "code"),
+        [
+            ("{not json", "bad_json"),
+            ("[1, 2]", "bad_frame"),
+            ('{"no": "type"}', "bad_frame"),
+            ('{"type": 5}', "bad_frame"),
+            ('{"type": "dance"}', "unknown_type"),
+            ('{"type": "resume", "after": -1}', "bad_frame"),
+            ('{"type": "resume", "after": "7"}', "bad_frame"),
+            ('{"type": "resume", "after": true}', "bad_frame"),
+            ('{"type": "location", "lat": 1, "lng": 2}', "unknown_type"),
+            ('{"type": "ping", "pad": "' + "x" * 5000 + '"}', "frame_too_large"),
+        ],
+    )
+    def test_bad_frame_gets_an_error_and_the_socket_stays_usable(self, world, operator, payload, code):
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator)
+            await communicator.connect()
+            await frame(communicator)
+            await communicator.send_to(text_data=payload)
+            error = await frame(communicator)
+            assert (error["type"], error["code"]) == ("error", code)
+            await communicator.send_to(text_data='{"type": "ping"}')
+            assert await frame(communicator) == {"type": "pong"}
+            await advance(world["leg"].pk, "cooking")
+            assert (await frame(communicator))["type"] == "events"
+            await communicator.disconnect()
+
+        run(scenario)
+
+    def test_binary_frame_is_refused_politely(self, world, operator):
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator)
+            await communicator.connect()
+            await frame(communicator)
+            await communicator.send_to(bytes_data=b"\x00\x01")
+            assert (await frame(communicator))["code"] == "binary_frame"
+            await communicator.disconnect()
+
+        run(scenario)
+
+
+class TestCourierLocation:
+    def test_location_is_stored_and_pushed_to_operators(self, world, operator):
+        async def scenario():
+            courier = await socket("/ws/couriers/", world["courier1"].user)
+            operators = await socket("/ws/operators/", operator)
+            for communicator in (courier, operators):
+                await communicator.connect()
+                await frame(communicator)
+            await courier.send_json_to({"type": "location", "lat": 50.45, "lng": 30.52})
+            pushed = await frame(operators)
+            assert pushed["type"] == "locations"
+            assert pushed["couriers"][0]["id"] == world["courier1"].pk
+            assert (pushed["couriers"][0]["lat"], pushed["couriers"][0]["lng"]) == (50.45, 30.52)
+            stored = await database_sync_to_async(Courier.objects.get)(pk=world["courier1"].pk)
+            assert (stored.lat, stored.lng) == (50.45, 30.52)
+
+            await courier.send_json_to({"type": "location", "lat": 50.46, "lng": 30.53})
+            assert (await frame(courier))["code"] == "rate_limited"
+            for communicator in (courier, operators):
+                await communicator.disconnect()
+
+        run(scenario)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"lat": 91, "lng": 0},
+            {"lat": 0, "lng": -181},
+            {"lat": "50", "lng": 30},
+            {"lat": None, "lng": 1},
+            {"lat": True, "lng": 1},
+            {"lng": 30},
+        ],
+    )
+    def test_bad_location_is_refused(self, world, body):
+        async def scenario():
+            courier = await socket("/ws/couriers/", world["courier1"].user)
+            await courier.connect()
+            await frame(courier)
+            await courier.send_json_to({"type": "location", **body})
+            assert (await frame(courier))["code"] == "bad_location"
+            await courier.disconnect()
+
+        run(scenario)
+
+
+def test_no_leg_is_left_behind(world):
+    assert Leg.objects.count() == 3
