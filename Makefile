@@ -33,3 +33,31 @@ stop:  ## stop embedded engines a killed run left behind
 
 clean: stop
 	rm -rf .run build *.egg-info
+
+# --- Docker deployment (docs/docker.md): needs Docker with the compose plugin, not the virtualenv ---
+COMPOSE ?= docker compose
+PUBLIC_URL ?=
+SERVICE ?=
+
+.PHONY: up down logs ps shell createsuperuser
+
+up:  ## build and start the Docker deployment; creates .env (Docker values, fresh secrets) on first use
+	@test -f .env || $(PYTHON) docker/make_env.py $(if $(PUBLIC_URL),--public-url $(PUBLIC_URL))
+	@$(PYTHON) docker/make_env.py --check .env
+	$(COMPOSE) up --build --detach
+	@echo "==> Started in the background: \`make ps\` shows each service's health, \`make logs\` the logs"
+
+down:  ## stop and remove the containers; the database and Redis volumes are kept
+	$(COMPOSE) down
+
+logs:  ## follow the logs of every service, or of SERVICE=name
+	$(COMPOSE) logs --follow --tail=200 $(SERVICE)
+
+ps:  ## every container with its state and health, the finished migrate one-shot included
+	$(COMPOSE) ps --all
+
+shell:  ## Django shell inside the running web container
+	$(COMPOSE) exec web python backend/manage.py shell
+
+createsuperuser:  ## create an admin user inside the running web container
+	$(COMPOSE) exec web python backend/manage.py createsuperuser

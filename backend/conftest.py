@@ -35,6 +35,8 @@ def isolated_redis() -> None:
         CACHES={"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}},
         # Redis pub/sub channels ignore the database number: the prefix keeps parallel runs apart.
         CHANNEL_LAYERS={"default": {**layer, "CONFIG": {**layer["CONFIG"], "prefix": prefix}}},
+        # Tests flush the database between them: a snapshot shared across tests would be stale.
+        REALTIME_SNAPSHOT_SHARE_SECONDS=0,
     ).enable()
 
 

@@ -19,6 +19,8 @@ env.read_env(REPO_DIR / ".env.default", recurse=False)
 
 INSECURE_SECRET_KEY = "insecure-local-development-key-change-me"
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
+BROKER_SCHEMES = REDIS_SCHEMES | {"amqp", "amqps", "sentinel"}
+HTTP_SCHEMES = {"http", "https"}
 
 
 def _is_blank(name: str) -> bool:
@@ -52,23 +54,23 @@ try:
 
     REDIS_URL = _url("REDIS_URL", schemes=REDIS_SCHEMES)
     CACHE_URL = _url("CACHE_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
-    CELERY_BROKER_URL = _url("CELERY_BROKER_URL", default=REDIS_URL)
+    CELERY_BROKER_URL = _url("CELERY_BROKER_URL", default=REDIS_URL, schemes=BROKER_SCHEMES)
     CHANNEL_LAYER_URL = _url("CHANNEL_LAYER_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
 
     PROVIDERS = {
         "melange": {
             "client": "orders.providers.melange.MelangeClient",
-            "url": _url("MELANGE_URL"),
+            "url": _url("MELANGE_URL", schemes=HTTP_SCHEMES),
             "api_key": env.str("MELANGE_API_KEY"),
         },
         "bueno": {
             "client": "orders.providers.bueno.BuenoClient",
-            "url": _url("BUENO_URL"),
+            "url": _url("BUENO_URL", schemes=HTTP_SCHEMES),
             "api_key": env.str("BUENO_API_KEY"),
         },
         "uklon": {
             "client": "orders.providers.uklon.UklonClient",
-            "url": _url("UKLON_URL"),
+            "url": _url("UKLON_URL", schemes=HTTP_SCHEMES),
             "api_key": env.str("UKLON_API_KEY"),
         },
     }
@@ -86,6 +88,7 @@ try:
 
     REALTIME_FLUSH_MS = env.int("REALTIME_FLUSH_MS", validate=Range(min=0, max=5000))
     REALTIME_RESUME_LIMIT = env.int("REALTIME_RESUME_LIMIT", validate=Range(min=1))
+    REALTIME_SNAPSHOT_SHARE_SECONDS = env.float("REALTIME_SNAPSHOT_SHARE_SECONDS", validate=Range(min=0))
     REALTIME_MAX_FRAME_BYTES = env.int("REALTIME_MAX_FRAME_BYTES", validate=Range(min=64))
     REALTIME_LOCATION_MIN_INTERVAL_SECONDS = env.float(
         "REALTIME_LOCATION_MIN_INTERVAL_SECONDS", validate=Range(min=0)

@@ -57,6 +57,20 @@ class RecentSeqs:
             self._seen.discard(self._order.popleft())
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    seq: int
+    text: str
+    order_seqs: dict[int, int]
+    taken_at: float
+
+
+# Snapshots shared by the connections of one process for a moment: when hundreds of operators
+# reconnect at once (a deploy, a network blip), the board is rendered once, not once per socket.
+# Each connection then replays the events after the shared snapshot's seq, so none is missed.
+_shared_snapshots: dict[str, Snapshot] = {}
+
+
 @dataclass
 class Stream:
     """What one connection may see: its groups and the orders behind them (read in a worker thread)."""
@@ -64,9 +78,19 @@ class Stream:
     groups: list[str]
     visible: Callable[[], QuerySet[Order]]
     only_active: bool = True
+    share_key: str = ""  # streams with the same key see the same orders and may share a snapshot
     order_seqs: dict[int, int] = field(default_factory=dict)
 
-    def snapshot(self) -> str:
+    def snapshot(self) -> Snapshot:
+        shared = _shared_snapshots.get(self.share_key) if self.share_key else None
+        if shared is None or time.monotonic() - shared.taken_at > settings.REALTIME_SNAPSHOT_SHARE_SECONDS:
+            shared = self._render_snapshot()
+            if self.share_key:
+                _shared_snapshots[self.share_key] = shared
+        self.order_seqs = shared.order_seqs
+        return shared
+
+    def _render_snapshot(self) -> Snapshot:
         seq = selectors.latest_seq()
         orders = self.visible()
         if self.only_active:
@@ -75,8 +99,8 @@ class Stream:
             payloads.order_payload(order, seq=order.last_seq or 0)
             for order in selectors.with_stream_details(orders)
         ]
-        self.order_seqs = {row["id"]: row["seq"] for row in rows}
-        return payloads.dumps({"type": "snapshot", "seq": seq, "orders": rows})
+        text = payloads.dumps({"type": "snapshot", "seq": seq, "orders": rows})
+        return Snapshot(seq, text, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
     def events_after(self, after: int, limit: int) -> list[tuple[int, str]] | None:
         """Every visible event after `after`, rendered; None when there are more than `limit`."""
@@ -162,9 +186,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
     # --- snapshot and resume ------------------------------------------------------------------------------
 
     async def _send_snapshot(self) -> None:
-        await self.send(text_data=await database_sync_to_async(self.stream.snapshot)())
+        snapshot = await database_sync_to_async(self.stream.snapshot)()
+        await self.send(text_data=snapshot.text)
+        # Events committed after the snapshot was read (it may be shared and a moment old).
+        await self._resume(snapshot.seq, quiet=True)
 
-    async def _resume(self, after: int) -> None:
+    async def _resume(self, after: int, quiet: bool = False) -> None:
         limit = settings.REALTIME_RESUME_LIMIT
         events = await database_sync_to_async(self.stream.events_after)(after, limit)
         if events is None:
@@ -177,7 +204,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._send_events([text for _, text in chunk])
             for seq, _ in chunk:
                 self.sent.add(seq)
-        if not fresh:
+        if not fresh and not quiet:
             await self._send_events([])  # tells the client it is up to date
 
     # --- live messages from the channel layer -------------------------------------------------------------
@@ -275,7 +302,7 @@ class OperatorsConsumer(LiveConsumer):
     def authorize(self, user: Any) -> Stream | None:
         if not user.is_staff:
             return None
-        return Stream(groups=[broadcast.OPERATORS], visible=Order.objects.all)
+        return Stream(groups=[broadcast.OPERATORS], visible=Order.objects.all, share_key="operators")
 
 
 class CourierConsumer(LiveConsumer):

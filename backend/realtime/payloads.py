@@ -86,15 +86,16 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
 
 
 def event_payload(event: OrderEvent, order: OrderPayload) -> dict[str, Any]:
+    # seq, type and at come first: load tools read them without parsing the whole frame.
     return {
         "seq": event.seq,
         "type": event.type,
+        "at": event.at.isoformat(),
         "from": event.from_status,
         "to": event.to_status,
         "source": event.source,
         "provider_status": event.provider_status,
         "reason": event.reason,
-        "at": event.at.isoformat(),
         "order": order,
     }
 

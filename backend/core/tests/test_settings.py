@@ -48,6 +48,20 @@ def test_bad_value_names_the_variable(variable, value):
     assert variable in result.stderr.splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15"),
+        ("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+        ("CACHE_URL", "redis://cache:6379/1"),
+        ("CHANNEL_LAYER_URL", "rediss://user:secret@redis.example:6380/0"),
+        ("MELANGE_URL", "https://api.melange.example"),
+    ],
+)
+def test_separate_engine_urls_are_accepted(variable, value):
+    assert load_settings(**{variable: value}).returncode == 0
+
+
 def test_empty_database_url_explains_embedded_mode():
     result = load_settings(DATABASE_URL="")
     assert result.returncode != 0

@@ -12,6 +12,7 @@ from core.asgi import application
 from orders import services
 from orders.models import Courier, Leg, Order, OrderEvent
 from orders.tests import factories
+from realtime import consumers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 TIMEOUT = 3
@@ -132,6 +133,25 @@ class TestSnapshot:
             )
             assert order["legs"][0]["provider"] == "melange"
             await communicator.disconnect()
+
+        run(scenario)
+
+    def test_operators_connecting_together_share_a_snapshot_and_miss_nothing(self, world, operator):
+        consumers._shared_snapshots.clear()
+
+        async def scenario():
+            with override_settings(REALTIME_SNAPSHOT_SHARE_SECONDS=30):
+                first = await socket("/ws/operators/", operator)
+                await first.connect()
+                shared = await first.receive_from(timeout=TIMEOUT)
+                change = await advance(world["leg"].pk, "cooking")  # after the shared snapshot was read
+                second = await socket("/ws/operators/", operator)
+                await second.connect()
+                assert await second.receive_from(timeout=TIMEOUT) == shared, "the same rendered snapshot"
+                assert [event["seq"] for event in (await frame(second))["events"]] == [change.seq]
+                assert [event["seq"] for event in (await frame(first))["events"]] == [change.seq]
+                for communicator in (first, second):
+                    await communicator.disconnect()
 
         run(scenario)
 

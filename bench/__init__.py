@@ -1,0 +1,1 @@
+"""Benchmarks of the live stack: run with `make bench` (see README, "Benchmarks")."""
