@@ -156,6 +156,7 @@ def worker_and_beat(providers, tmp_path):
         "POLL_INTERVAL_SECONDS": str(django_settings.POLL_INTERVAL_SECONDS),
         "PROVIDER_TIMEOUT_SECONDS": "2",
         "EMAIL_URL": "console://",
+        "CHANNEL_LAYER_PREFIX": django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
         **{f"{name.upper()}_URL": simulator.url for name, simulator in providers.items()},
     }
     with celery_app.connection_for_write() as broker:

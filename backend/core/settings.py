@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
-from marshmallow.validate import OneOf, Range
+from marshmallow.validate import Length, OneOf, Range
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/
 REPO_DIR = BASE_DIR.parent
@@ -56,6 +56,7 @@ try:
     CACHE_URL = _url("CACHE_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
     CELERY_BROKER_URL = _url("CELERY_BROKER_URL", default=REDIS_URL, schemes=BROKER_SCHEMES)
     CHANNEL_LAYER_URL = _url("CHANNEL_LAYER_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
+    CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", validate=Length(min=1, max=64))
 
     PROVIDERS = {
         "melange": {
@@ -179,10 +180,12 @@ CACHES = {
     }
 }
 
+# Redis pub/sub layer, chosen by measurement (README, "Scaling out"): channels_redis' list-based
+# RedisChannelLayer drops idle consumers with redis-py 8's 5 s socket timeout (channels_redis #422).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [CHANNEL_LAYER_URL]},
+        "CONFIG": {"hosts": [CHANNEL_LAYER_URL], "prefix": CHANNEL_LAYER_PREFIX},
     }
 }
 
