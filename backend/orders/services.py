@@ -306,7 +306,9 @@ def poll_lease() -> timedelta:
 
 
 @transaction.atomic
-def legs_claim_due(*, limit: int, order_id: int | None = None) -> tuple[list[int], datetime]:
+def legs_claim_due(
+    *, limit: int, order_id: int | None = None, due_by: datetime | None = None
+) -> tuple[list[int], datetime]:
     """Reserve up to `limit` due legs for this poller; concurrent pollers skip them (SKIP LOCKED).
 
     Returns the leg ids and the lease end written into their next_poll_at: a leg whose poller dies is
