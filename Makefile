@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 EMBEDDED := PYTHONPATH=backend:. $(BIN)/python -m core.embedded
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint stop clean
+.PHONY: install run test lint bench stop clean
 
 $(STAMP): pyproject.toml
 	@echo "==> Creating $(VENV) and installing dependencies (first run takes a minute) ..."
@@ -27,6 +27,12 @@ test: install  ## the whole suite, on DATABASE_URL / REDIS_URL when set, else on
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: install  ## fan-out and poll-tick benchmarks (README, "Benchmarks"); JSON results in .run/bench/
+	@mkdir -p .run/bench
+	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.poll_tick --legs 100 1000 --json .run/bench/poll_tick.json
+	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.fanout --operators 100 --couriers 20 --rate 50 --duration 10 --json .run/bench/fanout-small.json
+	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.fanout --operators 500 --couriers 100 --rate 300 --duration 20 --json .run/bench/fanout-target.json || true
 
 stop:  ## stop embedded engines a killed run left behind
 	@$(EMBEDDED) stop

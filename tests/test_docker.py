@@ -485,7 +485,13 @@ def test_compose_file_is_accepted_by_docker_compose(tmp_path):
     shutil.copy(COMPOSE_FILE, project / "docker-compose.yml")
     docker_env(tmp_path)  # writes tmp_path/docker.env
     shutil.copy(tmp_path / "docker.env", project / ".env")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("COMPOSE_")}
+    # Compose prefers the shell's variables over .env; `make test` exports .env.default's values.
+    written = make_env.parse_env((project / ".env").read_text())
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in written and not key.startswith("COMPOSE_")
+    }
     result = subprocess.run([*command, "config"], cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)["services"]

@@ -53,6 +53,9 @@ def test_make_run_delivers_an_order_on_embedded_engines(clean_copy):
         wait_for_health(base_url, process, timeout=180)
         served_after = time.monotonic() - started
 
+        assert httpx.get(f"{base_url}/login/").status_code == 200
+        assert httpx.get(f"{base_url}/static/liveops/liveops.css").status_code == 200
+
         password = (clean_copy / ".env.default").read_text().split("DEMO_PASSWORD=")[1].split()[0]
         token = httpx.post(f"{base_url}/api/auth/token/", json={"username": "customer", "password": password})
         assert token.status_code == 200, token.text

@@ -177,9 +177,10 @@ def _announce_when_healthy(base_url: str, stop: threading.Event) -> None:
         return
     password = os.environ.get("DEMO_PASSWORD", "")
     logger.info(
-        "\n\n  Live Ops is up.\n  Admin:    %s/admin/\n  API docs: %s/api/docs/\n"
+        "\n\n  Live Ops is up.\n  Dashboard: %s/\n  Admin:     %s/admin/\n  API docs:  %s/api/docs/\n"
         "  Demo logins (password %r): operator (staff), customer, courier1..courier3\n"
         "  Press Ctrl-C to stop everything.\n",
+        base_url,
         base_url,
         base_url,
         password,

@@ -5,6 +5,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from .geo import geocode
 from .models import MAX_QUANTITY, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
 from .status import OrderStatus
 
@@ -19,10 +20,14 @@ class DishSerializer(serializers.ModelSerializer):
 
 class RestaurantSerializer(serializers.ModelSerializer):
     dishes = DishSerializer(many=True, read_only=True)
+    location = serializers.SerializerMethodField(help_text="[lat, lng] of the address, for maps")
 
     class Meta:
         model = Restaurant
-        fields = ["id", "name", "address", "dishes"]
+        fields = ["id", "name", "address", "location", "dishes"]
+
+    def get_location(self, restaurant: Restaurant) -> list[float]:
+        return list(geocode(restaurant.address))
 
 
 class OrderItemInputSerializer(serializers.Serializer):

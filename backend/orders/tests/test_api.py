@@ -57,6 +57,7 @@ class TestRestaurants:
         body = response.json()
         assert [restaurant["name"] for restaurant in body] == ["Bueno", "Melange"]
         assert [dish["price"] for dish in body[1]["dishes"]] == [10000, 15000, 20000]
+        assert 50.38 <= body[1]["location"][0] <= 50.52 and 30.40 <= body[1]["location"][1] <= 30.65
         assert all("retired" not in dish["name"] for restaurant in body for dish in restaurant["dishes"])
 
     def test_anonymous_is_401(self, api, restaurants):
