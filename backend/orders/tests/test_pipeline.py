@@ -195,3 +195,25 @@ def test_overlapping_ticks_poll_each_leg_once_per_due_time(providers, customer, 
     for name in ("melange", "bueno"):
         gets_by_id = providers[name].stats()["gets_by_id"]
         assert len(gets_by_id) == 15 and set(gets_by_id.values()) == {1}, gets_by_id
+
+
+@pytest.mark.parametrize(
+    ("fault", "signed"),
+    [
+        ({"webhook_duplicate_rate": 1.0}, True),
+        ({"webhook_out_of_order": True}, True),
+        ({"webhook_bad_signature_rate": 1.0}, False),
+    ],
+    ids=["duplicate", "out-of-order", "bad-signature"],
+)
+def test_bueno_webhook_faults_leave_one_clean_history(providers, customer, catalogue, fault, signed):
+    """Bueno's own pushes misbehave; our webhook endpoint and the polling backstop keep the history clean."""
+    bueno = providers["bueno"]
+    bueno.configure(**fault)
+    order = deliver(factories.make_order(customer, catalogue["bueno"]))
+    assert order.status == "delivered"
+    assert_history_is_clean(order)
+    assert sum(bueno.stats()["faults"].values()) > 0, "the fault really happened"
+    assert bueno.stats()["webhooks_sent"] > 0
+    if not signed:
+        assert not order.events.filter(source="webhook").exists(), "a badly signed webhook changes nothing"
