@@ -204,7 +204,7 @@ def run() -> int:
             return honcho.wait()
         except KeyboardInterrupt:
             logger.info("Stopping every process ...")
-            honcho.send_signal(signal.SIGINT)
+            honcho.send_signal(signal.SIGTERM)
             try:
                 return honcho.wait(timeout=20)
             except (subprocess.TimeoutExpired, KeyboardInterrupt):
@@ -240,6 +240,10 @@ def stop_leftovers() -> None:
         logger.info("Stopped embedded Redis (pid %s)", pid)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m core.embedded",
@@ -253,6 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("stop", help="stop engines left running")
     args = parser.parse_args(argv)
 
+    # Ctrl-C and `kill` both stop everything cleanly, even when started from a script whose shell
+    # set SIGINT to "ignore" for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s embedded: %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     load_environment()
