@@ -125,6 +125,30 @@ class LiveStack:
         return "\n".join(tail)
 
 
+def start_daphne(env: dict[str, str], port: int, log_path: Path, describe=None) -> subprocess.Popen:
+    """daphne on 127.0.0.1:`port`, returned once /healthz answers 200 (fails with its log otherwise)."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "core.asgi:application"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            stop(process)
+            details = describe() if describe else log_path.read_text(errors="replace")
+            raise AssertionError(f"daphne did not start:\n{details}")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def live_stack(request, tmp_path) -> Iterator[LiveStack]:
     """daphne + Celery worker + beat + simulators on the test database."""
@@ -148,26 +172,8 @@ def live_stack(request, tmp_path) -> Iterator[LiveStack]:
         **{f"{name.upper()}_URL": simulator.url for name, simulator in providers.items()},
     }
     log_path = tmp_path / "daphne.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "core.asgi:application"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     stack = LiveStack(url=url, providers=providers, daphne_log=log_path, worker_log=worker_logs["worker"])
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            stop(process)
-            raise AssertionError(f"daphne did not start:\n{stack.logs()}")
-        time.sleep(0.1)
+    process = start_daphne(env, port, log_path, describe=stack.logs)
     yield stack
     stop(process)
 

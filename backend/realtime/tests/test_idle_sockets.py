@@ -8,17 +8,14 @@ MaxConnectionsError when 200 connected at once); the pub/sub layer we use passes
 import asyncio
 import json
 import os
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 import websockets
 from django.conf import settings
 
 from orders import services
 from orders.tests import factories
+from realtime.tests.conftest import start_daphne, stop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -38,26 +35,9 @@ def web_process(tmp_path, unused_tcp_port):
         "REALTIME_SNAPSHOT_SHARE_SECONDS": "1",
     }
     log = tmp_path / "web.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--port", str(unused_tcp_port), "core.asgi:application"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{unused_tcp_port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+    process = start_daphne(env, unused_tcp_port, log)
     yield f"ws://127.0.0.1:{unused_tcp_port}", log
-    process.terminate()
-    process.wait(timeout=20)
+    stop(process)
 
 
 def test_idle_sockets_survive_and_all_receive_the_next_event(web_process, operator, customer, restaurants):
