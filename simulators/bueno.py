@@ -154,6 +154,8 @@ class Bueno(ProviderSimulator):
         """Sends ``event``; with webhook_out_of_order, holds a non-final one until the order's next."""
         config = self.config
         with self._lock:
+            if event.order_id not in self._orders:  # forgotten by a reset since it was collected
+                return
             held = self._held.pop(event.order_id, None)
             if held is None and config["webhook_out_of_order"] and not event.final:
                 self._held[event.order_id] = event

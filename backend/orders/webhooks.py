@@ -6,6 +6,7 @@ import json
 import logging
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -57,5 +58,8 @@ def bueno_webhook(request: HttpRequest) -> JsonResponse:
     if leg_id is None:
         return _error(f"unknown sub-order {payload['id'][:80]!r}", 404)
     answer = ProviderOrder(external_id=payload["id"], status=payload["status"])
-    changed = polling.apply_answer(leg_id=leg_id, provider="bueno", answer=answer, source="webhook")
+    try:
+        changed = polling.apply_answer(leg_id=leg_id, provider="bueno", answer=answer, source="webhook")
+    except ObjectDoesNotExist:  # deleted between the lookup and the update (its order was purged)
+        return _error(f"unknown sub-order {payload['id'][:80]!r}", 404)
     return JsonResponse({"ok": True, "changed": changed})
