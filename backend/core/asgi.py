@@ -5,6 +5,10 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+# Django's advice for ASGI: no persistent connections. Each HTTP request runs its sync code in a thread
+# of its own, so a kept connection is never reused; it lingers until PostgreSQL refuses new clients
+# ("too many clients already", measured with bench.rest_create). Worker and beat keep DB_CONN_MAX_AGE.
+os.environ["DB_CONN_MAX_AGE"] = "0"
 django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: these modules use models and settings.
