@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EMBEDDED := PYTHONPATH=backend:. $(BIN)/python -m core.embedded
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install run test lint bench stop clean
 
@@ -28,11 +29,8 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: install  ## fan-out and poll-tick benchmarks (README, "Benchmarks"); JSON results in .run/bench/
-	@mkdir -p .run/bench
-	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.poll_tick --legs 100 1000 --json .run/bench/poll_tick.json
-	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.fanout --operators 100 --couriers 20 --rate 50 --duration 10 --json .run/bench/fanout-small.json
-	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.fanout --operators 500 --couriers 100 --rate 300 --duration 20 --json .run/bench/fanout-target.json || true
+bench: install  ## every benchmark on embedded (or given) engines; writes docs/benchmarks.md and .json
+	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.report $(BENCH_ARGS)
 
 stop:  ## stop embedded engines a killed run left behind
 	@$(EMBEDDED) stop

@@ -1,0 +1,248 @@
+"""What every benchmark needs: its own database, Django set up in the driving process, a web process.
+
+Benchmarks never touch real data: they work in `<name>_bench` next to DATABASE_URL's database (emptied
+and re-seeded each run) and send Celery tasks to Redis database 15, which nothing consumes here.
+"""
+
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+
+logger = logging.getLogger("bench")
+REPO = Path(__file__).resolve().parent.parent
+BROKER_DB = 15
+WEB_START_TIMEOUT_SECONDS = 60
+
+
+def bench_database_url() -> str:
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    name = parts.path.lstrip("/") or "liveops"
+    return urlunsplit(parts._replace(path=f"/{name}_bench"))
+
+
+def ensure_database(url: str) -> None:
+    import psycopg2
+    from psycopg2 import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def setup_django(**env: str) -> None:
+    """Points this process at the bench database, sets Django up, migrates, empties and seeds it."""
+    os.environ["DATABASE_URL"] = bench_database_url()
+    redis = urlsplit(os.environ["REDIS_URL"])
+    os.environ["CELERY_BROKER_URL"] = urlunsplit(redis._replace(path=f"/{BROKER_DB}"))
+    os.environ["LOG_LEVEL"] = "WARNING"
+    os.environ.update(env)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+    ensure_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    logging.getLogger("bench").setLevel(logging.INFO)  # Django's LOGGING just set the root to WARNING
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("flush", interactive=False, verbosity=0)
+    call_command("seed_demo", verbosity=0)
+
+
+def purge_broker() -> None:
+    """Drops the Celery tasks a benchmark queued for nobody."""
+    import redis
+
+    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()
+
+
+def python_path_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "backend"), str(REPO)])
+    return env
+
+
+def start_web(port: int, log: Path, **env: str) -> subprocess.Popen:
+    """One daphne web process, as the Procfile starts it, answering /healthz."""
+    with open(log, "wb") as out:
+        web = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "core.asgi:application",
+            ],
+            cwd=REPO,
+            env=python_path_env(WEB_PORT=str(port), **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + WEB_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if web.poll() is not None:
+            break
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return web
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    web.kill()
+    raise RuntimeError(f"web process did not start: {log.read_text()[-2000:]}")
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile; None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def profile(pid: int, seconds: float, out: Path) -> str:
+    """Samples `pid` with py-spy for `seconds`; returns the top functions by own time, or why not."""
+    command = [
+        str(Path(sys.executable).parent / "py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=seconds + 30)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"no profile: {error}"
+    return top_frames(out)
+
+
+def top_frames(raw: Path, count: int = 8) -> str:
+    """Summarises py-spy's collapsed stacks: the functions most often on top of the stack."""
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        leaf = stack.split(";")[-1]
+        name = leaf.split(" (")[0] + " (" + leaf.split(" (")[-1].split("/")[-1] if " (" in leaf else leaf
+        own[name] = own.get(name, 0) + int(samples)
+        total += int(samples)
+    if not total:
+        return "no samples"
+    ranked = sorted(own.items(), key=lambda item: item[1], reverse=True)[:count]
+    return "; ".join(f"{name} {100 * samples / total:.0f}%" for name, samples in ranked)
+
+
+def machine() -> dict:
+    """The machine and the versions a figure depends on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    packages = [
+        "django",
+        "channels",
+        "channels-redis",
+        "daphne",
+        "celery",
+        "redis",
+        "psycopg2-binary",
+        "httpx",
+    ]
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cpu": cpu,
+        "cores": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": _server_version("postgresql"),
+        "redis_server": _server_version("redis"),
+        "versions": versions,
+    }
+
+
+def _server_version(kind: str) -> str | None:
+    try:
+        if kind == "postgresql":
+            import psycopg2
+
+            connection = psycopg2.connect(os.environ["DATABASE_URL"])
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW server_version")
+                version = cursor.fetchone()[0]
+            connection.close()
+            return version
+        import redis
+
+        return redis.Redis.from_url(os.environ["REDIS_URL"]).info("server")["redis_version"]
+    except Exception as error:  # a missing version is not worth failing a benchmark for
+        logger.warning("could not read the %s version: %s", kind, error)
+        return None
+
+
+def write_json(path: Path | None, result: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

@@ -1,0 +1,312 @@
+"""`make bench`: every benchmark, each in processes of its own, then docs/benchmarks.md and its JSON.
+
+    PYTHONPATH=backend:. python -m bench.report            # the published figures (about 8 minutes)
+    PYTHONPATH=backend:. python -m bench.report --quick    # small sizes, to check the benchmarks run
+
+Needs DATABASE_URL and REDIS_URL: `make bench` starts embedded PostgreSQL and Redis when they are not
+set. Each benchmark works in `<name>_bench` and Redis database 15, never in real data.
+
+A benchmark that loses an event, leaves a gap in seq or gets an error fails the run (exit 1) and is
+marked FAILED in the report; a figure that misses its target is reported as missed, not hidden.
+"""
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import common
+
+logger = logging.getLogger("bench.report")
+RESULTS_DIR = common.REPO / ".run" / "bench"
+
+
+@dataclass
+class Step:
+    name: str
+    title: str
+    args: list[str]
+    quick_args: list[str]
+    timeout: float
+
+
+STEPS = [
+    Step(
+        "rest_create",
+        "REST order creation",
+        ["--clients", "16", "--duration", "20"],
+        ["--clients", "16", "--duration", "3"],
+        300,
+    ),
+    Step("poll_tick", "Poll tick", ["--legs", "100", "1000", "5000"], ["--legs", "100"], 900),
+    Step(
+        "fanout",
+        "Fan-out",
+        ["--operators", "500", "--couriers", "100", "--rate", "300", "--duration", "60"],
+        ["--operators", "20", "--couriers", "5", "--rate", "20", "--duration", "3"],
+        900,
+    ),
+    Step(
+        "idle",
+        "Idle capacity",
+        ["--sockets", "2000", "--idle", "20"],
+        ["--sockets", "100", "--idle", "6"],
+        900,
+    ),
+]
+
+
+def run_step(step: Step, quick: bool, results: Path) -> dict:
+    """Runs one benchmark module as a process of its own; its JSON, or why there is none."""
+    out = results / f"{step.name}.json"
+    out.unlink(missing_ok=True)
+    command = [sys.executable, "-m", f"bench.{step.name}", *(step.quick_args if quick else step.args)]
+    command += ["--json", str(out)]
+    logger.info("==> %s: %s", step.title, " ".join(command[1:]))
+    started = time.monotonic()
+    try:
+        completed = subprocess.run(
+            command, cwd=common.REPO, env=common.python_path_env(), timeout=step.timeout
+        )
+        code = completed.returncode
+    except subprocess.TimeoutExpired:
+        code = None
+    result = json.loads(out.read_text()) if out.exists() else {}
+    result["wall_s"] = round(time.monotonic() - started, 1)
+    result["command"] = "PYTHONPATH=backend:. python " + " ".join(command[1:-2])
+    if code != 0:
+        result["ok"] = False
+        result["failure"] = "timed out" if code is None else f"exit code {code}"
+    logger.info(
+        "<== %s %s in %.0f s", step.title, "ok" if result.get("ok", True) else "FAILED", result["wall_s"]
+    )
+    return result
+
+
+def _fmt(value: object, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        value = f"{value:,.2f}".rstrip("0").rstrip(".") if abs(value) < 100 else f"{value:,.0f}"
+    elif isinstance(value, int):
+        value = f"{value:,}"
+    return f"{value}{unit}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "met" if ok else ("**missed**" if ok is not None else "—")
+
+
+def targets(results: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) for each published target."""
+    rows: list[tuple[str, str, bool | None]] = []
+    rest = results.get("rest_create", {})
+    if "orders_per_s" in rest:
+        met = rest["orders_per_s"] >= 200 and (rest.get("p99_ms") or 1e9) < 200
+        rows.append(
+            (
+                "200 orders/s created, p99 < 200 ms (16 clients)",
+                f"{_fmt(rest['orders_per_s'])} orders/s, p99 {_fmt(rest.get('p99_ms'), ' ms')}",
+                met,
+            )
+        )
+    poll = {row.get("legs"): row for row in results.get("poll_tick", {}).get("ticks", [])}
+    if 5000 in poll:
+        tick = poll[5000].get("poll_tick_s")
+        rows.append(("one tick of 5,000 due legs < 2 s", _fmt(tick, " s"), tick is not None and tick < 2))
+    fanout = results.get("fanout", {}).get("coalesced", {})
+    if fanout:
+        p99 = fanout.get("p99_ms")
+        lost = fanout.get("missing", 0) + fanout.get("gaps", 0)
+        rows.append(
+            (
+                "300 changes/s to 500 sockets, p99 < 500 ms, nothing lost",
+                f"p99 {_fmt(p99, ' ms')}, {_fmt(lost)} lost",
+                p99 is not None and p99 < 500 and lost == 0 and fanout.get("ok", False),
+            )
+        )
+    return rows
+
+
+def render(report: dict) -> str:
+    """docs/benchmarks.md from the report."""
+    machine, results = report["machine"], report["results"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {report['generated_at']} with `{report['command']}` (about {report['wall_min']} minutes).",
+        "Every figure below comes from that one run; the same numbers, and more, are in "
+        "[benchmarks.json](benchmarks.json).",
+        "",
+        f"**Machine:** {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; "
+        f"{machine['os']}; "
+        f"Python {machine['python']}, PostgreSQL {machine['postgresql']}, Redis {machine['redis_server']}; "
+        + ", ".join(f"{name} {version}" for name, version in machine["versions"].items())
+        + ".",
+        "",
+        "The web process, the clients, the simulators, PostgreSQL and Redis all share these cores, so each",
+        "figure is what the whole stack does on one small machine, not a web process alone.",
+        "",
+        "## Targets",
+        "",
+        "| Target | Measured | |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {target} | {measured} | {_verdict(met)} |" for target, measured, met in targets(results)]
+    failed = [name for name, result in results.items() if not result.get("ok", True)]
+    if failed:
+        lines += ["", f"**FAILED:** {', '.join(failed)} — see each section."]
+    lines += _rest_section(results.get("rest_create"))
+    lines += _poll_section(results.get("poll_tick"))
+    lines += _fanout_section(results.get("fanout"))
+    lines += _idle_section(results.get("idle"))
+    return "\n".join(lines) + "\n"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _section(title: str, result: dict | None) -> list[str]:
+    lines = ["", f"## {title}", ""]
+    if result is None:
+        return [*lines, "Not run."]
+    if not result.get("ok", True):
+        lines += [
+            f"**FAILED** ({result.get('failure') or '; '.join(result.get('failures', [])) or 'see below'})",
+            "",
+        ]
+    return [*lines, f"`{result['command']}`", ""]
+
+
+def _limits(result: dict) -> list[str]:
+    text = result.get("limits") or result.get("profile")
+    return ["", f"Profile (py-spy, share of samples by function): {text}"] if text else []
+
+
+def _rest_section(result: dict | None) -> list[str]:
+    lines = _section("REST order creation", result)
+    if not result or "orders_per_s" not in result:
+        return lines
+    headers = ["Clients", "Orders", "Orders/s", "p50", "p90", "p99", "max", "Errors", "Web CPU"]
+    row = [_fmt(result["clients"]), _fmt(result["orders"]), _fmt(result["orders_per_s"])]
+    row += [_fmt(result[key], " ms") for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms")]
+    row += [_fmt(sum(result["errors"].values())), _fmt(result["web_cpu_percent"], " %")]
+    return lines + _table(headers, [row]) + _limits(result)
+
+
+def _poll_section(result: dict | None) -> list[str]:
+    lines = _section("Poll tick", result)
+    if not result or "ticks" not in result:
+        return lines
+    headers = ["Due legs", "Tick", "Of which HTTP", "Legs/s", "Failed"]
+    rows = [
+        [
+            _fmt(tick.get("legs")),
+            _fmt(tick.get("poll_tick_s"), " s"),
+            _fmt(tick.get("poll_http_s"), " s"),
+            _fmt(tick.get("legs_per_second")),
+            _fmt(tick.get("failed")),
+        ]
+        for tick in result["ticks"]
+    ]
+    return lines + _table(headers, rows) + _limits(result)
+
+
+def _fanout_section(result: dict | None) -> list[str]:
+    lines = _section("Fan-out", result)
+    if not result:
+        return lines
+    headers = ["Run", "Sockets", "Changes/s", "Delivered / due", "Lowest socket", "Frames/s"]
+    headers += ["p50", "p99", "max", "Gaps", "Web CPU"]
+    rows = []
+    for name in ("coalesced", "uncoalesced"):
+        run = result.get(name)
+        if not run:
+            continue
+        row = [name, _fmt(run.get("connected")), _fmt(run.get("changes_per_s"))]
+        row += [
+            f"{_fmt(run.get('received'))} / {_fmt(run.get('expected'))}",
+            _pct(run.get("completeness_min")),
+        ]
+        row += [_fmt(run.get("frames_per_s"))]
+        row += [_fmt(run.get(key), " ms") for key in ("p50_ms", "p99_ms", "max_ms")]
+        row += [_fmt(run.get("gaps")), _fmt(run.get("web_cpu_percent"), " %")]
+        rows.append(row)
+    lines += _table(headers, rows)
+    ratio = result.get("ratio")
+    if ratio:
+        lines += [
+            "",
+            "Coalescing off ÷ on, same invocation: " + ", ".join(f"{k} ×{v}" for k, v in ratio.items()),
+        ]
+    return lines + _limits(result)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def _idle_section(result: dict | None) -> list[str]:
+    lines = _section("Idle capacity", result)
+    if not result or "sockets" not in result:
+        return lines
+    headers = [
+        "Sockets",
+        "Connected",
+        "Live after idle",
+        "Connect time",
+        "Web RSS",
+        "Per socket",
+        "Probe p99",
+    ]
+    row = [_fmt(result["sockets"]), _fmt(result["connected"])]
+    row += [
+        f"{_fmt(result['alive_after_idle'])} ({_fmt(result['idle_s'])} s silent)",
+        _fmt(result["connect_s"], " s"),
+    ]
+    row += [f"{_fmt(result['rss_before_mib'])} → {_fmt(result['rss_at_n_mib'])} MiB"]
+    row += [_fmt(result["kib_per_socket"], " KiB"), _fmt(result["probe_p99_ms"], " ms")]
+    return lines + _table(headers, [row])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: checks that every benchmark runs")
+    parser.add_argument("--only", nargs="+", choices=[step.name for step in STEPS])
+    parser.add_argument(
+        "--out", type=Path, default=common.REPO / "docs", help="where benchmarks.md and benchmarks.json go"
+    )
+    args = parser.parse_args()
+    common.configure_logging()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    steps = [step for step in STEPS if not args.only or step.name in args.only]
+    results = {step.name: run_step(step, args.quick, RESULTS_DIR) for step in steps}
+    os.environ["DATABASE_URL"] = common.bench_database_url()
+    report = {
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "make bench" + (" (quick)" if args.quick else ""),
+        "wall_min": round((time.monotonic() - started) / 60, 1),
+        "machine": common.machine(),
+        "results": results,
+    }
+    report["targets"] = [{"target": t, "measured": m, "met": ok} for t, m, ok in targets(results)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "benchmarks.md").write_text(render(report))
+    logger.info("wrote %s and %s", args.out / "benchmarks.md", args.out / "benchmarks.json")
+    sys.exit(0 if all(result.get("ok", True) for result in results.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
