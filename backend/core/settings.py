@@ -182,9 +182,10 @@ CACHES = {
 
 # Redis pub/sub layer, chosen by measurement (README, "Scaling out"): channels_redis' list-based
 # RedisChannelLayer drops idle consumers with redis-py 8's 5 s socket timeout (channels_redis #422).
+# Our subclass tells consumers when Redis dropped their subscription, so their clients resume.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "realtime.layers.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [CHANNEL_LAYER_URL], "prefix": CHANNEL_LAYER_PREFIX},
     }
 }

@@ -1,5 +1,6 @@
 """Who is on the other end of a WebSocket: a browser session, or a token (`?token=` or Authorization)."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,7 +24,18 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
     return None
 
 
-@database_sync_to_async
+def in_thread_pool(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """`database_sync_to_async` on the thread pool rather than the one thread-sensitive thread.
+
+    Every socket's connect makes a few short reads (token, authorization, snapshot, replay). In the single
+    thread Channels uses by default they queue behind each other: in a reconnect storm of hundreds of
+    sockets the queue outlasts daphne's handshake timeout and the sockets are dropped. The ORM is
+    thread-safe (one connection per thread), so these reads run side by side on the pool.
+    """
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+@in_thread_pool
 def user_for_token(key: str) -> Any:
     token = Token.objects.select_related("user").filter(key=key[:40]).first()
     if token is None or not token.user.is_active:

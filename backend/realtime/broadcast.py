@@ -2,7 +2,8 @@
 
 Services call `events_after_commit(seq)`; on commit the events are published at once, or, inside a
 `batch()` (a poll tick), collected and published together: one channel-layer message per group for
-the whole batch. Each event is serialised to JSON once here; consumers concatenate the strings.
+the whole batch. Each event is serialised to JSON once here; each web process joins the strings into
+one frame per group (realtime.hub) and hands the same text to all its sockets of that group.
 
 Groups: `operators` (every change), `order.<id>` (one order), `courier.<id>` (that courier's orders).
 """
@@ -97,8 +98,7 @@ def publish_events(seqs: list[int]) -> None:
         by_group[order_group(order.pk)].append(item)
         if order.courier_id:
             by_group[courier_group(order.courier_id)].append(item)
-    for group, items in by_group.items():
-        _send(group, {"type": "order.events", "events": items})
+    _send_all([(group, {"type": "order.events", "events": items}) for group, items in by_group.items()])
 
 
 def publish_location(courier_id: int) -> None:
@@ -107,17 +107,25 @@ def publish_location(courier_id: int) -> None:
     if courier is None or courier.lat is None:
         return
     message = {"type": "courier.location", "courier": payloads.courier_payload(courier)}
-    _send(OPERATORS, message)
-    for order_id in selectors.active_orders().filter(courier_id=courier_id).values_list("id", flat=True):
-        _send(order_group(order_id), message)
+    groups = [OPERATORS]
+    groups += [
+        order_group(order_id)
+        for order_id in selectors.active_orders().filter(courier_id=courier_id).values_list("id", flat=True)
+    ]
+    _send_all([(group, message) for group in groups])
 
 
-def _send(group: str, message: dict[str, Any]) -> None:
+def _send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Publish in order, in one hand-over to the publisher's loop (a poll tick may touch hundreds of groups).
+
+    The group's name travels in each message: a web process subscribes once per group and fans the
+    message out to its local sockets itself (realtime.hub), so it must know which group it came from.
+    """
     try:
-        _publisher().send(group, message).result(timeout=PUBLISH_TIMEOUT_SECONDS)
+        _publisher().send_all(messages).result(timeout=PUBLISH_TIMEOUT_SECONDS)
     except Exception:
         # The database already holds the change; clients catch up by resuming. Never fail the writer.
-        logger.exception("Could not publish to group %s", group)
+        logger.exception("Could not publish to groups %s", ", ".join(group for group, _ in messages[:5]))
 
 
 class _Publisher:
@@ -133,8 +141,19 @@ class _Publisher:
         self.layer = get_channel_layer()
         threading.Thread(target=self.loop.run_forever, name="realtime-publisher", daemon=True).start()
 
-    def send(self, group: str, message: dict[str, Any]) -> Future:
-        return asyncio.run_coroutine_threadsafe(self.layer.group_send(group, message), self.loop)
+    def send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> Future:
+        return asyncio.run_coroutine_threadsafe(self._send_all(messages), self.loop)
+
+    async def _send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        failed = 0
+        for group, message in messages:
+            try:
+                await self.layer.group_send(group, {**message, "group": group})
+            except Exception:
+                failed += 1
+                logger.exception("Could not publish to group %s", group)
+        if failed:
+            raise RuntimeError(f"{failed} of {len(messages)} publishes failed")
 
 
 _publisher_instance: _Publisher | None = None

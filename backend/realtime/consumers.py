@@ -9,7 +9,6 @@ Protocol (all frames JSON text):
 Connecting with `?after=<seq>` resumes instead of taking a snapshot.
 """
 
-import asyncio
 import json
 import logging
 import math
@@ -20,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db.models import QuerySet
@@ -29,14 +27,17 @@ from orders import selectors, services
 from orders.models import Courier, Order, OrderEvent
 from orders.status import ACTIVE
 
-from . import broadcast, payloads
+from . import broadcast, hub, payloads
+from .auth import in_thread_pool
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_RESUME = 4503  # unavailable for a moment: reconnect with ?after=<last seq>, the gap is replayed
 REPLAY_FRAME_EVENTS = 200
 REMEMBERED_SEQS = 20_000
+MAX_SEQ = 2**63 - 1  # OrderEvent.seq is a bigint
 
 
 class RecentSeqs:
@@ -127,7 +128,13 @@ class Stream:
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
-    """Shared behaviour; subclasses say who may connect and what they see (`authorize`)."""
+    """Shared behaviour; subclasses say who may connect and what they see (`authorize`).
+
+    Live events come from the process's hub (realtime.hub), not from the channel layer: the socket is a
+    member of its groups there from before its snapshot, holds the batches that arrive while it catches
+    up, then sends each later batch's shared text as it is, unless the batch may overlap what the
+    snapshot or a replay already gave this client (then it filters the batch by seq).
+    """
 
     stream: Stream | None = None
 
@@ -138,24 +145,28 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self._refuse(CLOSE_UNAUTHENTICATED)
             return
-        self.stream = await database_sync_to_async(self.authorize)(user)
+        self.stream = await in_thread_pool(self.authorize)(user)
         if self.stream is None:
             await self._refuse(CLOSE_FORBIDDEN)
             return
         self.user = user
-        self.sent = RecentSeqs()
-        self.pending: list[tuple[int, int, str]] = []
-        self.locations: dict[int, dict[str, Any]] = {}
-        self.flush_handle: asyncio.TimerHandle | None = None
+        self.sent = RecentSeqs()  # seqs sent outside the shared batches: replays and filtered batches
+        self.filter_upto = 0  # a batch starting above this seq cannot hold anything the client has
+        self.live = False
+        self.held: list[hub.EventBatch] = []
+        self.held_locations: dict[int, dict[str, Any]] = {}
+        self.memberships: list[tuple[hub.Group, int]] = []
         self.open = True
         await self.accept()
+        fanout = hub.hub()
         for group in self.stream.groups:
-            await self.channel_layer.group_add(group, self.channel_name)
+            self.memberships.append(await fanout.join(group, self))
         after = self._after_from_query()
         if after is None:
             await self._send_snapshot()
         else:
             await self._resume(after)
+        await self._go_live()
 
     async def _refuse(self, code: int) -> None:
         # Accept first: a close code only reaches a client on an open WebSocket. Nothing else is sent.
@@ -166,10 +177,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.stream is None:
             return
         self.open = False
-        if self.flush_handle is not None:
-            self.flush_handle.cancel()
-        for group in self.stream.groups:
-            await self.channel_layer.group_discard(group, self.channel_name)
+        fanout = hub.hub()
+        try:
+            for group in self.stream.groups:
+                await fanout.leave(group, self)
+        except Exception as error:  # Redis is down: its subscriptions are gone anyway
+            logger.info("Could not unsubscribe %s's groups on disconnect: %s", self.user, error)
 
     def authorize(self, user: Any) -> Stream | None:
         raise NotImplementedError
@@ -179,72 +192,98 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not values:
             return None
         try:
-            return max(int(values[0]), 0)
+            after = max(int(values[0]), 0)
         except ValueError:
             return None
+        return after if after <= MAX_SEQ else None
 
     # --- snapshot and resume ------------------------------------------------------------------------------
 
     async def _send_snapshot(self) -> None:
-        snapshot = await database_sync_to_async(self.stream.snapshot)()
+        snapshot = await in_thread_pool(self.stream.snapshot)()
+        self.filter_upto = max(self.filter_upto, snapshot.seq)
         await self.send(text_data=snapshot.text)
         # Events committed after the snapshot was read (it may be shared and a moment old).
         await self._resume(snapshot.seq, quiet=True)
 
     async def _resume(self, after: int, quiet: bool = False) -> None:
         limit = settings.REALTIME_RESUME_LIMIT
-        events = await database_sync_to_async(self.stream.events_after)(after, limit)
+        events = await in_thread_pool(self.stream.events_after)(after, limit)
         if events is None:
             logger.info("Client %s is over %d events behind: fresh snapshot", self.user, limit)
             await self._send_snapshot()
             return
-        fresh = [(seq, text) for seq, text in events if seq not in self.sent]
+        if events:
+            self.filter_upto = max(self.filter_upto, events[-1][0])
+        fresh = [(seq, text) for seq, text in events if not self._has(seq)]
         for start in range(0, len(fresh), REPLAY_FRAME_EVENTS):
             chunk = fresh[start : start + REPLAY_FRAME_EVENTS]
-            await self._send_events([text for _, text in chunk])
             for seq, _ in chunk:
                 self.sent.add(seq)
+            await self._send_events([text for _, text in chunk])
         if not fresh and not quiet:
             await self._send_events([])  # tells the client it is up to date
 
-    # --- live messages from the channel layer -------------------------------------------------------------
+    def _has(self, seq: int) -> bool:
+        """Whether this client was sent `seq`. While catching up, the batches it holds are not counted:
+        the replay sends their events in seq order and the held copies are dropped when it goes live."""
+        if seq in self.sent:
+            return True
+        return self.live and any(group.delivered(seq, since) for group, since in self.memberships)
 
-    async def order_events(self, message: dict[str, Any]) -> None:
-        snapshot_seqs = self.stream.order_seqs
-        for seq, order_id, text in message["events"]:
-            if seq in self.sent or seq <= snapshot_seqs.get(order_id, 0):
-                continue  # already sent, or already part of the snapshot this client holds
-            self.pending.append((seq, order_id, text))
-        self._schedule_flush()
+    async def _go_live(self) -> None:
+        """Send the batches held while catching up, filtered, then take batches as they come."""
+        while self.held:
+            batches, self.held = self.held, []
+            for batch in batches:
+                await self._send_fresh(batch)
+        self.live = True  # no await since the loop's check: no batch can slip in between
+        if self.held_locations:
+            couriers, self.held_locations = list(self.held_locations.values()), {}
+            await self.send(text_data=payloads.dumps({"type": "locations", "couriers": couriers}))
 
-    async def courier_location(self, message: dict[str, Any]) -> None:
-        courier = message["courier"]
-        self.locations[courier["id"]] = courier
-        self._schedule_flush()
+    # --- live batches from the process's hub --------------------------------------------------------------
 
-    def _schedule_flush(self) -> None:
-        if self.flush_handle is None and self.open:
-            loop = asyncio.get_running_loop()
-            self.flush_handle = loop.call_later(
-                settings.REALTIME_FLUSH_MS / 1000, lambda: loop.create_task(self._flush())
-            )
-
-    async def _flush(self) -> None:
-        """Everything that arrived within one flush interval leaves as one frame (per kind)."""
-        self.flush_handle = None
+    async def take_events(self, batch: hub.EventBatch) -> None:
         if not self.open:
             return
-        pending, self.pending = sorted(self.pending), []
+        if not self.live:
+            self.held.append(batch)
+        elif batch.first_seq > self.filter_upto:
+            await self.send(text_data=batch.text)  # the common case: no per-event work for this socket
+        else:
+            await self._send_fresh(batch)
+
+    async def take_locations(self, text: str, couriers: list[dict[str, Any]]) -> None:
+        if not self.open:
+            return
+        if self.live:
+            await self.send(text_data=text)
+        else:
+            self.held_locations.update((courier["id"], courier) for courier in couriers)
+
+    async def layer_interrupted(self, message: dict[str, Any]) -> None:
+        """Redis dropped this process's subscriptions (realtime.layers): what was published meanwhile
+        never reaches us. Closing (4503) makes the client reconnect with its last seq and get the gap from the
+        database; staying open would leave it believing it is up to date."""
+        if self.stream is not None and self.open:
+            self.open = False
+            logger.info("Channel layer interrupted: closing the socket of %s so that it resumes", self.user)
+            await self.close(code=CLOSE_RESUME)
+
+    async def _send_fresh(self, batch: hub.EventBatch) -> None:
+        """The batch's events this client holds neither from a replay nor as part of its snapshot."""
+        snapshot_seqs = self.stream.order_seqs
         texts = []
-        for seq, _, text in pending:
-            if seq not in self.sent:
-                self.sent.add(seq)
-                texts.append(text)
-        if texts:
+        for seq, order_id, text in batch.items:
+            if seq in self.sent or seq <= snapshot_seqs.get(order_id, 0):
+                continue
+            self.sent.add(seq)
+            texts.append(text)
+        if len(texts) == len(batch.items):
+            await self.send(text_data=batch.text)
+        elif texts:
             await self._send_events(texts)
-        if self.locations:
-            couriers, self.locations = list(self.locations.values()), {}
-            await self.send(text_data=payloads.dumps({"type": "locations", "couriers": couriers}))
 
     async def _send_events(self, texts: list[str]) -> None:
         # The events are JSON already (rendered once by the publisher): join, don't re-encode.
@@ -256,14 +295,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if text_data is None:
             await self._error("binary_frame", "Only JSON text frames are accepted.")
             return
-        if len(text_data) > settings.REALTIME_MAX_FRAME_BYTES:
-            await self._error(
-                "frame_too_large", f"Frames are limited to {settings.REALTIME_MAX_FRAME_BYTES} bytes."
-            )
+        limit = settings.REALTIME_MAX_FRAME_BYTES
+        # Characters first (cheap, and never more than bytes), then the UTF-8 bytes the limit is about.
+        if len(text_data) > limit or len(text_data.encode()) > limit:
+            await self._error("frame_too_large", f"Frames are limited to {limit} bytes.")
             return
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: `[[[[...` nested deeper than json goes
             await self._error("bad_json", "The frame is not valid JSON.")
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
@@ -284,7 +323,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _on_resume(self, frame: dict[str, Any]) -> None:
         after = frame.get("after")
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
             await self._error("bad_frame", '"after" must be a non-negative integer seq.')
             return
         await self._resume(after)
@@ -338,7 +377,7 @@ class CourierConsumer(LiveConsumer):
             await self._error("rate_limited", "Location updates are limited; this one was dropped.")
             return
         self.last_location_at = now
-        await database_sync_to_async(services.courier_report_location)(
+        await in_thread_pool(services.courier_report_location)(
             courier_id=self.courier_id, lat=float(lat), lng=float(lng)
         )
 

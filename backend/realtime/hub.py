@@ -1,0 +1,183 @@
+"""Per-process fan-out: one channel-layer subscription per group per process, one encoded frame per batch.
+
+Why not let every socket join its groups in the channel layer: with the pub/sub layer each socket then
+gets its own copy of every group message, decodes it (msgpack), is dispatched through Channels (which
+hops to a worker thread per message to close old database connections) and builds its own frame. At
+500 operator sockets that per-socket work capped one web process at ~2,500 frames/s.
+
+Here the process subscribes once per group, decodes each message once, and every flush interval
+(REALTIME_FLUSH_MS) turns what arrived for a group into one batch: the events in seq order and the
+frame text, built once and handed as it is to every local socket of the group. A socket that is still
+taking its snapshot or replay holds the batches and filters them itself (`LiveConsumer.take_events`).
+"""
+
+import asyncio
+import logging
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from django.conf import settings
+
+from . import payloads
+
+logger = logging.getLogger(__name__)
+
+# How many recent seqs each group remembers with the batch that carried them (see `Group.delivered`).
+REMEMBERED_SEQS = 20_000
+RECEIVE_RETRY_SECONDS = 1
+
+EventItem = tuple[int, int, str]  # (seq, order id, the event as JSON text), as broadcast publishes them
+
+
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    number: int  # batches of a group are numbered from 0 in the order they were handed out
+    items: list[EventItem]  # seq ascending
+    first_seq: int
+    text: str  # the whole `events` frame, shared by every socket that takes the batch unfiltered
+
+
+class Member(Protocol):
+    async def take_events(self, batch: EventBatch) -> None: ...
+
+    async def take_locations(self, text: str, couriers: list[dict[str, Any]]) -> None: ...
+
+
+@dataclass(eq=False)
+class Group:
+    """One group's local sockets, what arrived for them since the last flush, and what was handed out."""
+
+    name: str
+    members: set[Member] = field(default_factory=set)
+    events: list[EventItem] = field(default_factory=list)
+    locations: dict[int, dict[str, Any]] = field(default_factory=dict)
+    flush_scheduled: bool = False
+    batches: int = 0
+    seq_batch: dict[int, int] = field(default_factory=dict)
+    seq_order: deque[int] = field(default_factory=deque)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def delivered(self, seq: int, since: int) -> bool:
+        """Whether `seq` went out in a batch numbered `since` or later: every member that joined at batch
+        `since` took it. A per-group record, so that no per-socket bookkeeping grows with every event."""
+        return self.seq_batch.get(seq, -1) >= since
+
+    def _remember(self, batch: EventBatch) -> None:
+        for seq, _, _ in batch.items:
+            self.seq_batch[seq] = batch.number
+            self.seq_order.append(seq)
+        while len(self.seq_order) > REMEMBERED_SEQS:
+            self.seq_batch.pop(self.seq_order.popleft(), None)
+
+
+class Hub:
+    """The fan-out of one event loop (one web process): subscribes to groups for its local members."""
+
+    def __init__(self) -> None:
+        from channels.layers import get_channel_layer
+
+        self.layer = get_channel_layer()
+        self.groups: dict[str, Group] = {}
+        self.channel: str | None = None
+        self.receiver: asyncio.Task | None = None
+        self.lock = asyncio.Lock()
+
+    async def join(self, name: str, member: Member) -> tuple[Group, int]:
+        """Subscribe (once per process) and add the member; it takes every batch from the returned number
+        on. Returns when the subscription is active, so that nothing published afterwards is missed."""
+        async with self.lock:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel("fanout.")
+                self.receiver = asyncio.create_task(self._receive(self.channel))
+            group = self.groups.get(name)
+            if group is None:
+                await self.layer.group_add(name, self.channel)
+                group = self.groups[name] = Group(name)
+            group.members.add(member)
+            return group, group.batches
+
+    async def leave(self, name: str, member: Member) -> None:
+        async with self.lock:
+            group = self.groups.get(name)
+            if group is None:
+                return
+            group.members.discard(member)
+            if group.members:
+                return
+            del self.groups[name]
+            await self.layer.group_discard(name, self.channel)
+            if not self.groups and self.receiver is not None:
+                self.receiver.cancel()  # the layer unsubscribes the channel when its receive is cancelled
+                self.receiver, self.channel = None, None
+
+    async def _receive(self, channel: str) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except Exception:  # the layer failed: keep trying, or every socket of the process goes quiet
+                logger.exception("Could not receive from the channel layer; retrying")
+                await asyncio.sleep(RECEIVE_RETRY_SECONDS)
+                continue
+            try:
+                self._take(message)
+            except Exception:  # one bad message must not stop the process's fan-out
+                logger.exception("Could not fan out a %s message", message.get("type"))
+
+    def _take(self, message: dict[str, Any]) -> None:
+        group = self.groups.get(message.get("group", ""))
+        if group is None:
+            return  # the last member left after the message was published
+        if message["type"] == "order.events":
+            group.events.extend(tuple(item) for item in message["events"])
+        elif message["type"] == "courier.location":
+            courier = message["courier"]
+            group.locations[courier["id"]] = courier
+        else:
+            logger.warning("Unknown realtime message type %r", message["type"])
+            return
+        if not group.flush_scheduled:
+            group.flush_scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(settings.REALTIME_FLUSH_MS / 1000, lambda: loop.create_task(self._flush(group)))
+
+    async def _flush(self, group: Group) -> None:
+        """Everything that arrived for the group within one flush interval leaves as one frame per kind."""
+        async with group.lock:  # batches of a group reach each member in their numbered order
+            group.flush_scheduled = False
+            events, group.events = group.events, []
+            locations, group.locations = group.locations, {}
+            members = list(group.members)
+            if events:
+                events.sort()
+                text = '{"type":"events","events":[' + ",".join(item[2] for item in events) + "]}"
+                batch = EventBatch(group.batches, events, events[0][0], text)
+                group.batches += 1
+                group._remember(batch)
+                for member in members:
+                    await self._deliver(member.take_events(batch), group)
+            if locations:
+                couriers = list(locations.values())
+                text = payloads.dumps({"type": "locations", "couriers": couriers})
+                for member in members:
+                    await self._deliver(member.take_locations(text, couriers), group)
+
+    @staticmethod
+    async def _deliver(delivery: Any, group: Group) -> None:
+        try:
+            await delivery
+        except Exception:  # one broken socket must not starve the others
+            logger.exception("Could not deliver to a member of %s", group.name)
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """The running event loop's hub (a web process has one loop; tests start a loop per scenario)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub()
+    return found
