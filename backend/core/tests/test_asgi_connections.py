@@ -1,0 +1,72 @@
+"""The web process does not leak PostgreSQL connections under ASGI, and a burst of sockets all connect.
+
+Under ASGI every HTTP request runs its sync code in a thread of its own. With DB_CONN_MAX_AGE > 0 each
+request's connection stayed open after its thread was gone: 320 requests left 78 connections behind,
+until PostgreSQL refused new clients. core.asgi closes a request's connection when it ends.
+"""
+
+import asyncio
+import os
+from urllib.parse import urlsplit
+
+import httpx
+import psutil
+import pytest
+import websockets
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+
+from realtime.tests.conftest import start_daphne, stop
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+CONCURRENT = 16
+ROUNDS = 20
+SOCKETS = 100
+
+
+@pytest.fixture
+def web(tmp_path, unused_tcp_port):
+    from conftest import REPO, test_database_url
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "DB_CONN_MAX_AGE": "60",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
+        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+    }
+    process = start_daphne(env, unused_tcp_port, tmp_path / "web.log")
+    yield process, unused_tcp_port
+    stop(process)
+
+
+def database_connections(pid: int) -> int:
+    port = urlsplit(os.environ.get("DATABASE_URL", "")).port or 5432
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp") if c.raddr and c.raddr.port == port)
+
+
+def test_requests_and_a_socket_burst_leave_no_connections_behind(web, operator):
+    process, port = web
+    token = Token.objects.create(user=operator).key
+
+    async def hammer() -> None:
+        headers = {"Authorization": f"Token {token}"}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+            for _ in range(ROUNDS):
+                answers = await asyncio.gather(*(client.get("/api/orders/") for _ in range(CONCURRENT)))
+                assert [answer.status_code for answer in answers] == [200] * CONCURRENT
+
+    async def burst() -> list[str]:
+        async def one() -> str:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws/operators/?token={token}") as socket:
+                return (await asyncio.wait_for(socket.recv(), 30))[:20]
+
+        return await asyncio.gather(*(one() for _ in range(SOCKETS)))
+
+    asyncio.run(hammer())
+    assert database_connections(process.pid) <= 1, "HTTP requests keep no connection"
+    firsts = asyncio.run(burst())
+    assert all(first.startswith('{"type":"snapshot"') for first in firsts), firsts[:3]
+    # The consumers' pool threads keep a connection each, for reuse.
+    assert database_connections(process.pid) <= 12
