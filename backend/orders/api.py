@@ -1,9 +1,13 @@
 """REST endpoints: thin views that validate input, call a service or selector, and serialise."""
 
 from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,6 +16,8 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .models import Order
 from .serializers import (
+    ConflictSerializer,
+    ErrorSerializer,
     OrderCreateSerializer,
     OrderDetailSerializer,
     OrderSerializer,
@@ -20,8 +26,47 @@ from .serializers import (
     RestaurantSerializer,
     ThroughputQuerySerializer,
     ThroughputSerializer,
+    TokenSerializer,
 )
 from .status import OrderStatus
+
+# Every answer an operation can give is in the schema, so clients (and the schema fuzz test,
+# orders/tests/test_api_fuzz.py) can rely on it: bad input, not signed in, not allowed, not found, conflict.
+_ERROR_RESPONSES = {
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description='Bad input, nothing written: messages per field, e.g. {"items": [{"quantity": [...]}]}.',
+    ),
+    401: OpenApiResponse(ErrorSerializer, description="Not signed in, or an invalid token."),
+    403: OpenApiResponse(ErrorSerializer, description="Signed in, but not allowed to do this."),
+    404: OpenApiResponse(ErrorSerializer, description="No such order among those this user may see."),
+    409: OpenApiResponse(ConflictSerializer, description="The order's state forbids this action."),
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The documented error answers of an operation, for `extend_schema(responses=...)`."""
+    return {code: _ERROR_RESPONSES[code] for code in codes}
+
+
+class TokenView(ObtainAuthToken):
+    """`{username, password}` → `{"token": ...}`.
+
+    Open to anyone without authenticating the request: a client whose old token was revoked must still
+    be able to sign in again, not get 401 "Invalid token" from the endpoint that issues new ones.
+    """
+
+    authentication_classes = ()
+
+    @extend_schema(request=ObtainAuthToken.serializer_class, responses={200: TokenSerializer, **errors(400)})
+    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().post(request, *args, **kwargs)
+
+
+@csrf_exempt  # answers every method the same; without this a POST would get Django's HTML CSRF page
+def not_found(request: HttpRequest, unknown: str) -> JsonResponse:
+    """Any other path under /api/ (`/api/orders/abc/` too): a JSON 404 as elsewhere in the API, not HTML."""
+    return JsonResponse({"detail": "Not found."}, status=404)
 
 
 class RestaurantListView(generics.ListAPIView):
@@ -31,17 +76,23 @@ class RestaurantListView(generics.ListAPIView):
     def get_queryset(self) -> QuerySet:
         return selectors.restaurant_list()
 
+    @extend_schema(responses={200: RestaurantSerializer, **errors(401)})
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
 
 def _parse_statuses(raw: str | None) -> list[str]:
-    if not raw:
+    """`?status=cooking,ready` → those statuses; absent → no filter; an empty or unknown one → 400."""
+    if raw is None:
         return []
-    statuses = [value.strip() for value in raw.split(",") if value.strip()]
+    statuses = [value.strip() for value in raw.split(",")]
     unknown = sorted(set(statuses) - set(OrderStatus.values))
     if unknown:
         raise serializers.ValidationError(
             {
                 "status": [
-                    f"Unknown status {', '.join(unknown)}; expected one of {', '.join(OrderStatus.values)}."
+                    f"Unknown status {', '.join(map(repr, unknown))}; "
+                    f"expected one of {', '.join(OrderStatus.values)}."
                 ]
             }
         )
@@ -50,6 +101,9 @@ def _parse_statuses(raw: str | None) -> list[str]:
 
 class OrderListCreateView(generics.ListAPIView):
     serializer_class = OrderSerializer
+    # An order's `items` is a list of objects, which form encodings cannot carry: JSON only (the schema
+    # then offers only JSON too, and a form body gets 415).
+    parser_classes = [JSONParser]
 
     def get_queryset(self) -> QuerySet[Order]:
         statuses = _parse_statuses(self.request.query_params.get("status"))
@@ -59,15 +113,22 @@ class OrderListCreateView(generics.ListAPIView):
         parameters=[
             OpenApiParameter(
                 "status",
-                OpenApiTypes.STR,
-                description="Comma-separated statuses: " + ", ".join(OrderStatus.values),
+                {"type": "array", "items": {"type": "string", "enum": OrderStatus.values}, "minItems": 1},
+                style="form",
+                explode=False,  # ?status=cooking,ready
+                description="Only orders in one of these statuses (comma-separated).",
             )
-        ]
+        ],
+        responses={
+            200: OrderSerializer,
+            **errors(400, 401),
+            404: OpenApiResponse(ErrorSerializer, description="No such page."),
+        },
     )
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=OrderCreateSerializer, responses={201: OrderSerializer})
+    @extend_schema(request=OrderCreateSerializer, responses={201: OrderSerializer, **errors(400, 401)})
     def post(self, request: Request) -> Response:
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -90,6 +151,10 @@ class OrderDetailView(generics.RetrieveAPIView):
     def get_queryset(self) -> QuerySet[Order]:
         return selectors.order_detail_queryset(user=self.request.user)
 
+    @extend_schema(responses={200: OrderDetailSerializer, **errors(401, 404)})
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
 
 class _OrderActionView(APIView):
     """Base for POST actions on one order the user can see (404 otherwise)."""
@@ -103,7 +168,9 @@ class _OrderActionView(APIView):
 
 
 class OrderCancelView(_OrderActionView):
-    @extend_schema(request=ReasonSerializer, responses={200: OrderDetailSerializer})
+    @extend_schema(
+        request=ReasonSerializer, responses={200: OrderDetailSerializer, **errors(400, 401, 403, 404, 409)}
+    )
     def post(self, request: Request, pk: int) -> Response:
         order = self.get_order(pk)
         serializer = ReasonSerializer(data=request.data)
@@ -117,7 +184,7 @@ class OrderCancelView(_OrderActionView):
 class OrderRetryView(_OrderActionView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=None, responses={200: OrderDetailSerializer})
+    @extend_schema(request=None, responses={200: OrderDetailSerializer, **errors(401, 403, 404, 409)})
     def post(self, request: Request, pk: int) -> Response:
         order = self.get_order(pk)
         services.order_retry(order_id=order.pk, actor=request.user)
@@ -130,8 +197,8 @@ class ThroughputView(APIView):
     permission_classes = [IsAdminUser]
 
     @extend_schema(
-        parameters=[OpenApiParameter("minutes", OpenApiTypes.INT, description="1 to 240, default 60")],
-        responses={200: ThroughputSerializer(many=True)},
+        parameters=[ThroughputQuerySerializer],
+        responses={200: ThroughputSerializer(many=True), **errors(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
         serializer = ThroughputQuerySerializer(data=request.query_params)
@@ -142,7 +209,9 @@ class ThroughputView(APIView):
 class OrderOverrideView(_OrderActionView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=OverrideSerializer, responses={200: OrderDetailSerializer})
+    @extend_schema(
+        request=OverrideSerializer, responses={200: OrderDetailSerializer, **errors(400, 401, 403, 404, 409)}
+    )
     def post(self, request: Request, pk: int) -> Response:
         order = self.get_order(pk)
         serializer = OverrideSerializer(data=request.data)

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from .geo import geocode
@@ -30,11 +31,35 @@ class RestaurantSerializer(serializers.ModelSerializer):
         return list(geocode(restaurant.address))
 
 
+class BoundedListSerializer(serializers.ListSerializer):
+    """A nested list whose `allow_empty` / `max_length` also reach the schema (see the extension below)."""
+
+
+class BoundedListSchema(OpenApiSerializerFieldExtension):
+    """drf-spectacular leaves `minItems` / `maxItems` out for nested lists: clients (and the schema fuzz
+    test) would take `"items": []` for valid."""
+
+    target_class = BoundedListSerializer
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        field = self.target
+        schema = {"type": "array", "items": auto_schema.resolve_serializer(field.child, direction).ref}
+        min_items = max(field.min_length or 0, 0 if field.allow_empty else 1)
+        if min_items:
+            schema["minItems"] = min_items
+        if field.max_length is not None:
+            schema["maxItems"] = field.max_length
+        return schema
+
+
 class OrderItemInputSerializer(serializers.Serializer):
     dish = serializers.PrimaryKeyRelatedField(
         queryset=Dish.objects.filter(is_active=True, restaurant__is_active=True).select_related("restaurant")
     )
     quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+    class Meta:
+        list_serializer_class = BoundedListSerializer
 
 
 class OrderCreateSerializer(serializers.Serializer):
@@ -144,10 +169,31 @@ class OrderDetailSerializer(OrderSerializer):
 
 
 class ThroughputQuerySerializer(serializers.Serializer):
-    minutes = serializers.IntegerField(min_value=1, max_value=240, default=60)
+    minutes = serializers.IntegerField(
+        min_value=1, max_value=240, default=60, help_text="The last this many minutes, 1 to 240."
+    )
 
 
 class ThroughputSerializer(serializers.Serializer):
     minute = serializers.DateTimeField()
     created = serializers.IntegerField()
     delivered = serializers.IntegerField()
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(read_only=True)
+
+
+# --- error answers, for the schema: what clients get instead of the success body -------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    """401, 403 and 404: DRF's `{"detail": "..."}`."""
+
+    detail = serializers.CharField()
+
+
+class ConflictSerializer(ErrorSerializer):
+    """409 (and other domain errors, see `core.api.exception_handler`): a message and a stable code."""
+
+    code = serializers.CharField()

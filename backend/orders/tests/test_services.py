@@ -311,6 +311,14 @@ class TestPollBookkeeping:
         claimed, _ = services.legs_claim_due(limit=10, order_id=first.pk)
         assert set(claimed) <= set(first.legs.values_list("id", flat=True))
 
+    def test_claim_takes_only_legs_due_by_the_tick_start(self, customer, restaurants):
+        """A tick slower than the poll interval must not claim, again and again, legs it rescheduled."""
+        order = factories.make_order(customer, restaurants["melange"])
+        tick_start = timezone.now() - timedelta(seconds=1)
+        order.legs.update(next_poll_at=tick_start + timedelta(milliseconds=500))  # fell due during the tick
+        assert services.legs_claim_due(limit=10, due_by=tick_start)[0] == []
+        assert services.legs_claim_due(limit=10)[0] == [order.legs.get().pk]
+
     def test_future_eta_is_submitted_before_the_eta(self, customer, restaurants, settings):
         settings.ORDER_LEAD_MINUTES = 30
         eta = timezone.now() + timedelta(hours=2)
@@ -364,6 +372,19 @@ class TestPollBookkeeping:
         services.leg_set_external_id(leg_id=leg.pk, external_id="mel_2")
         leg.refresh_from_db()
         assert leg.external_id == "mel_1"
+
+    def test_batch_bookkeeping_touches_only_the_legs_it_should(self, customer, restaurants):
+        """The poller's one-statement versions: external ids set once, failures cleared, nothing else."""
+        first = kitchen_leg(factories.make_order(customer, restaurants["melange"]), "melange")
+        second = kitchen_leg(factories.make_order(customer, restaurants["melange"]), "melange")
+        untouched = kitchen_leg(factories.make_order(customer, restaurants["melange"]), "melange")
+        services.leg_set_external_id(leg_id=first.pk, external_id="mel_1")
+        for leg in (first, second, untouched):
+            services.leg_record_failure(leg_id=leg.pk, error="boom")
+        assert services.legs_set_external_ids(external_ids={first.pk: "mel_x", second.pk: "mel_2"}) == 1
+        assert services.legs_clear_failures(leg_ids=[first.pk, second.pk]) == 2
+        rows = Leg.objects.filter(pk__in=[first.pk, second.pk, untouched.pk]).order_by("pk")
+        assert [(leg.external_id, leg.attempts) for leg in rows] == [("mel_1", 0), ("mel_2", 0), ("", 1)]
 
 
 class TestCourierProgress:
