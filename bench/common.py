@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import platform
+import secrets
 import socket
 import subprocess
 import sys
@@ -55,11 +56,16 @@ def free_port() -> int:
 
 
 def setup_django(**env: str) -> None:
-    """Points this process at the bench database, sets Django up, migrates, empties and seeds it."""
+    """Points this process (and the processes it starts) at the bench database with production settings,
+    sets Django up, migrates, empties and seeds it."""
     os.environ["DATABASE_URL"] = bench_database_url()
     redis = urlsplit(os.environ["REDIS_URL"])
     os.environ["CELERY_BROKER_URL"] = urlunsplit(redis._replace(path=f"/{BROKER_DB}"))
     os.environ["LOG_LEVEL"] = "WARNING"
+    # Production settings: DEBUG off (no query log, no debug cursor), so a real signing key.
+    os.environ.update(
+        DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="127.0.0.1,localhost"
+    )
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
     ensure_database(os.environ["DATABASE_URL"])
