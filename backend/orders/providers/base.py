@@ -3,7 +3,7 @@
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -59,6 +59,26 @@ class DeliveryRequest:
     comments: list[str] = field(default_factory=list)
 
 
+class HTTPResponse(Protocol):
+    status_code: int
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+class HTTPSession(Protocol):
+    """What the clients call: an ``httpx.AsyncClient``, or the poller's lean ``ProviderTransport``.
+
+    Either raises httpx's exception classes, so errors are mapped the same way.
+    """
+
+    async def request(
+        self, method: str, url: str, *, json: Any = ..., headers: Any = ..., timeout: Any = ...
+    ) -> HTTPResponse: ...
+
+
 class ProviderClient:
     """Base of the HTTP clients. Subclasses say where to send what and how to read the answer."""
 
@@ -82,14 +102,12 @@ class ProviderClient:
         return ProviderOrder(external_id=_text(payload, "id"), status=_text(payload, "status"))
 
     # -- the calls --------------------------------------------------------------------------------
-    async def create(
-        self, http: httpx.AsyncClient, request: KitchenRequest | DeliveryRequest
-    ) -> ProviderOrder:
+    async def create(self, http: HTTPSession, request: KitchenRequest | DeliveryRequest) -> ProviderOrder:
         path, body = self.create_request(request)
         payload = await self._call(http, "POST", path, json=body, idempotency_key=request.idempotency_key)
         return self.parse_order(payload)
 
-    async def fetch(self, http: httpx.AsyncClient, external_id: str) -> ProviderOrder:
+    async def fetch(self, http: HTTPSession, external_id: str) -> ProviderOrder:
         payload = await self._call(http, "GET", self.fetch_path(external_id))
         order = self.parse_order(payload)
         if order.external_id != external_id:
@@ -97,7 +115,7 @@ class ProviderClient:
         return order
 
     async def _call(
-        self, http: httpx.AsyncClient, method: str, path: str, *, json: Any = None, idempotency_key: str = ""
+        self, http: HTTPSession, method: str, path: str, *, json: Any = None, idempotency_key: str = ""
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if self.api_key:
@@ -115,7 +133,7 @@ class ProviderClient:
             raise ProviderUnavailable(f"{self.name} unreachable: {type(error).__name__}: {error}") from error
         return self._read(response, method, path)
 
-    def _read(self, response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+    def _read(self, response: HTTPResponse, method: str, path: str) -> dict[str, Any]:
         status = response.status_code
         where = f"{method} {path}"
         if status >= 500 or status == 429:
