@@ -51,8 +51,8 @@ def test_requests_and_a_socket_burst_leave_no_connections_behind(web, operator):
     token = Token.objects.create(user=operator).key
 
     async def hammer() -> None:
-        headers = {"Authorization": f"Token {token}"}
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=30) as client:
+        base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Token {token}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
             for _ in range(ROUNDS):
                 answers = await asyncio.gather(*(client.get("/api/orders/") for _ in range(CONCURRENT)))
                 assert [answer.status_code for answer in answers] == [200] * CONCURRENT
