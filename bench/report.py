@@ -241,12 +241,8 @@ def _fanout_section(result: dict | None) -> list[str]:
         row += [_fmt(run.get("gaps")), _fmt(run.get("web_cpu_percent"), " %")]
         rows.append(row)
     lines += _table(headers, rows)
-    ratio = result.get("ratio")
-    if ratio:
-        lines += [
-            "",
-            "Coalescing off ÷ on, same invocation: " + ", ".join(f"{k} ×{v}" for k, v in ratio.items()),
-        ]
+    if result.get("ratio"):
+        lines += ["", f"Coalescing, measured in the same invocation: {result['ratio']}."]
     return lines + _limits(result)
 
 

@@ -1,0 +1,39 @@
+"""`make bench` keeps working: every benchmark runs at small sizes and the report is written.
+
+The published figures come from the full run (`make bench`); this only proves, on every CI run, that
+the benchmarks still start the stack, measure, check completeness and render docs/benchmarks.md.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_bench_writes_a_report_with_every_section(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)])}
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.report", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-5000:]
+    report = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert set(report["results"]) == {"rest_create", "poll_tick", "fanout", "idle"}
+    assert all(result["ok"] for result in report["results"].values()), report["results"]
+    assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["django"].startswith("5.2")
+    assert report["results"]["rest_create"]["orders"] > 0
+    assert report["results"]["fanout"]["coalesced"]["completeness_min"] == 1.0
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    for heading in ("## Targets", "## REST order creation", "## Poll tick", "## Fan-out", "## Idle capacity"):
+        assert heading in markdown
+    assert "FAILED" not in markdown
