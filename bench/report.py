@@ -124,11 +124,14 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
     if fanout:
         p99 = fanout.get("p99_ms")
         lost = fanout.get("missing", 0) + fanout.get("gaps", 0)
+        at_size = fanout.get("operators", 0) >= 500 and fanout.get("changes_per_s", 0) >= 0.97 * 300
         rows.append(
             (
                 "300 changes/s to 500 sockets, p99 < 500 ms, nothing lost",
+                f"{_fmt(fanout.get('changes_per_s'))} changes/s to {_fmt(fanout.get('connected'))} sockets: "
                 f"p99 {_fmt(p99, ' ms')}, {_fmt(lost)} lost",
-                p99 is not None and p99 < 500 and lost == 0 and fanout.get("ok", False),
+                # a run below the target's size or rate (--quick, or a driver that lagged) proves nothing
+                at_size and p99 is not None and p99 < 500 and lost == 0 and fanout.get("ok", False),
             )
         )
     return rows
