@@ -20,12 +20,20 @@ The driver applies provider statuses through the real service (`leg_apply_status
 through `realtime.broadcast` exactly as in production. Every client checks it received every event it
 may see (operators: all; a courier: its orders), with no duplicate, no gap and seq ascending. Latency
 runs from the event's `at`, taken in the writing transaction just before commit, to the moment the
-client read the frame. A run fails (`ok: false`, exit code 1) on any socket that did not connect or
-errored, any missing event (completeness under 100%), any gap, duplicate or out-of-order seq, or a
-frame the clients' cheap parser misread.
+client read the frame. A run fails (`ok: false`) on any socket that did not connect or errored, any
+missing event (completeness under 100%), any gap, duplicate or out-of-order seq (per order: several
+writers commit side by side), or a frame the clients' cheap parser misread. The exit code (and the
+top-level `ok`) follows the coalesced run, the production configuration; the uncoalesced run is the
+comparison, and what it fails to deliver within `--grace` is reported as its finding.
+
+The writers (`--writers`, processes, like several Celery workers) use `--driver bulk` by default: each
+100 ms tick's changes go into one transaction, real OrderEvent rows and order statuses published through
+`realtime.broadcast`. `--driver service` calls `leg_apply_status` per change instead: about 5 ms of ORM
+CPU each, which at 300/s would take the cores the web process and the clients need on a 2-core machine.
+Writers stop after `--duration` seconds, so a writer that lags shows as a lower `changes_per_s`.
 
 JSON (`--json PATH`); keys are stable, bench/report.py reads them:
-  ok                    every run passed
+  ok                    the coalesced run passed (the uncoalesced one when it ran alone)
   coalesced, uncoalesced
                         one run each (absent when skipped), with:
     ok, failures        passed; why not (list of short reasons)
@@ -208,13 +216,13 @@ class Driver:
                 self.cursor += 1
 
     def run(self, rate: float, duration: float, report: bool) -> float:
-        """Drives `rate * duration` changes in 100 ms ticks; returns the seconds taken (more if it lagged)."""
+        """Up to `rate * duration` changes in 100 ms ticks, for `duration` seconds; returns the seconds."""
         self.start()
         per_tick = max(1, round(rate * TICK_SECONDS))
         total = int(rate * duration)
         started = time.monotonic()
         done, tick, reported = 0, 0, started
-        while done < total:
+        while done < total and time.monotonic() - started < duration:  # a lagging writer stops on time
             changes = min(per_tick, total - done)
             self.tick(changes, refill=max(per_tick, round(rate)))
             done += changes
@@ -636,9 +644,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         logger.info("Coalescing: %s", result["ratio"])
     if result.get("coalesced", {}).get("profile"):
         result["limits"] = "coalesced run, web process: " + result["coalesced"]["profile"]
-    result["ok"] = bool(result) and all(
-        run["ok"] for key, run in result.items() if key in ("coalesced", "uncoalesced")
-    )
+    # Coalescing is the production configuration: it must deliver everything. The uncoalesced run is the
+    # comparison; what it fails to deliver within the grace period is its finding, reported, not hidden.
+    judged = result.get("coalesced") or result.get("uncoalesced")
+    result["ok"] = bool(judged) and judged["ok"]
     return result
 
 
