@@ -13,10 +13,9 @@ import httpx
 import psutil
 import pytest
 import websockets
-from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from realtime.tests.conftest import start_daphne, stop
+from realtime.tests.conftest import daphne_env, start_daphne, stop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -27,16 +26,7 @@ SOCKETS = 100
 
 @pytest.fixture
 def web(tmp_path, unused_tcp_port):
-    from conftest import REPO, test_database_url
-
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "DB_CONN_MAX_AGE": "60",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
-        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-    }
-    process = start_daphne(env, unused_tcp_port, tmp_path / "web.log")
+    process = start_daphne(daphne_env(DB_CONN_MAX_AGE="60"), unused_tcp_port, tmp_path / "web.log")
     yield process, unused_tcp_port
     stop(process)
 

@@ -125,6 +125,17 @@ class LiveStack:
         return "\n".join(tail)
 
 
+def daphne_env(**extra: str) -> dict[str, str]:
+    """The environment of a daphne process on this test session's database and channel-layer prefix."""
+    return {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
+        "CHANNEL_LAYER_PREFIX": django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        **extra,
+    }
+
+
 def start_daphne(env: dict[str, str], port: int, log_path: Path, describe=None) -> subprocess.Popen:
     """daphne on 127.0.0.1:`port`, returned once /healthz answers 200 (fails with its log otherwise)."""
     with open(log_path, "wb") as log:
@@ -156,21 +167,17 @@ def live_stack(request, tmp_path) -> Iterator[LiveStack]:
     worker_logs = request.getfixturevalue("worker_and_beat")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
-        "CHANNEL_LAYER_PREFIX": django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+    env = daphne_env(
         # Each test gets a fresh daphne, but the database is flushed between tests: share nothing.
-        "REALTIME_SNAPSHOT_SHARE_SECONDS": "0",
-        "SERVE_STATIC": "true",
-        "DEBUG": "true",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "CSRF_TRUSTED_ORIGINS": url,
-        "EMAIL_URL": "console://",
-        "PYTHONUNBUFFERED": "1",
+        REALTIME_SNAPSHOT_SHARE_SECONDS="0",
+        SERVE_STATIC="true",
+        DEBUG="true",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        CSRF_TRUSTED_ORIGINS=url,
+        EMAIL_URL="console://",
+        PYTHONUNBUFFERED="1",
         **{f"{name.upper()}_URL": simulator.url for name, simulator in providers.items()},
-    }
+    )
     log_path = tmp_path / "daphne.log"
     stack = LiveStack(url=url, providers=providers, daphne_log=log_path, worker_log=worker_logs["worker"])
     process = start_daphne(env, port, log_path, describe=stack.logs)

@@ -29,13 +29,12 @@ import httpx
 import psutil
 import pytest
 import websockets
-from django.conf import settings
 from django.db import connection
 
 from orders import services
 from orders.models import Order, OrderEvent
 from orders.tests import factories
-from realtime.tests.conftest import start_daphne, stop
+from realtime.tests.conftest import daphne_env, start_daphne, stop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 logger = logging.getLogger(__name__)
@@ -66,17 +65,9 @@ class Web:
 
 @pytest.fixture
 def web(tmp_path, unused_tcp_port):
-    from conftest import REPO, test_database_url
-
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
-        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-        # REALTIME_SNAPSHOT_SHARE_SECONDS as deployed (1 s): a fresh daphne per test shares nothing stale
-        # A client may send a location every time: the rate limit is tested in test_consumers.py.
-        "REALTIME_LOCATION_MIN_INTERVAL_SECONDS": "0",
-    }
+    # REALTIME_SNAPSHOT_SHARE_SECONDS as deployed (1 s): a fresh daphne per test shares nothing stale
+    # A client may send a location every time: the rate limit is tested in test_consumers.py.
+    env = daphne_env(REALTIME_LOCATION_MIN_INTERVAL_SECONDS="0")
     log = tmp_path / "web.log"
     process = start_daphne(env, unused_tcp_port, log)
     yield Web(unused_tcp_port, log, process.pid)

@@ -7,15 +7,13 @@ MaxConnectionsError when 200 connected at once); the pub/sub layer we use passes
 
 import asyncio
 import json
-import os
 
 import pytest
 import websockets
-from django.conf import settings
 
 from orders import services
 from orders.tests import factories
-from realtime.tests.conftest import start_daphne, stop
+from realtime.tests.conftest import daphne_env, start_daphne, stop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -25,15 +23,7 @@ IDLE_SECONDS = 7
 
 @pytest.fixture
 def web_process(tmp_path, unused_tcp_port):
-    from conftest import REPO, test_database_url
-
-    env = {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
-        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
-        "REALTIME_SNAPSHOT_SHARE_SECONDS": "1",
-    }
+    env = daphne_env(REALTIME_SNAPSHOT_SHARE_SECONDS="1")
     log = tmp_path / "web.log"
     process = start_daphne(env, unused_tcp_port, log)
     yield f"ws://127.0.0.1:{unused_tcp_port}", log
