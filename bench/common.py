@@ -4,6 +4,7 @@ Benchmarks never touch real data: they work in `<name>_bench` next to DATABASE_U
 and re-seeded each run) and send Celery tasks to Redis database 15, which nothing consumes here.
 """
 
+import argparse
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -252,3 +253,28 @@ def write_json(path: Path | None, result: dict) -> None:
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(
+    doc: str,
+    options: Callable[[argparse.ArgumentParser], None],
+    measure: Callable[[argparse.Namespace], dict],
+    client_options: Callable[[argparse.ArgumentParser], None],
+    client: Callable[[argparse.Namespace], None],
+) -> None:
+    """A benchmark's command line: `measure` writes JSON (`--json`) and exits 1 unless the result is ok;
+    the `client` subcommand is the load process the benchmark starts itself."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    client_options(
+        parser.add_subparsers(dest="command").add_parser("client", help="internal: a load process")
+    )
+    options(parser)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.command == "client":
+        client(args)
+        return
+    configure_logging()
+    result = measure(args)
+    write_json(args.json, result)
+    sys.exit(0 if result["ok"] else 1)

@@ -76,7 +76,6 @@ import logging
 import math
 import multiprocessing
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -621,12 +620,9 @@ def fast_commits() -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     broker = os.environ.get("CELERY_BROKER_URL")
-    # DEBUG off in the driver: Django would record every query it makes.
-    env = {"CHANNEL_LAYER_PREFIX": f"bench-fanout-{os.getpid()}", "LOG_LEVEL": "WARNING", "DEBUG": "false"}
+    env = {"CHANNEL_LAYER_PREFIX": f"bench-fanout-{os.getpid()}"}  # production settings: common.setup_django
     if broker:
         env["CELERY_BROKER_URL"] = broker
-    if len(os.environ.get("SECRET_KEY", "")) < 32:
-        env["SECRET_KEY"] = secrets.token_urlsafe(48)  # settings refuse the insecure default with DEBUG off
     common.setup_django(**env)
     fast_commits()
     operator_token, couriers = prepare_couriers(args.couriers)

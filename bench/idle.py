@@ -187,27 +187,22 @@ def measure(sockets: int, idle: float) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command")
-    client = sub.add_parser("client", help="internal: one process of sockets")
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument("--idle", type=float, default=20, help="seconds every socket stays silent")
+
+
+def _client_options(client: argparse.ArgumentParser) -> None:
     for name in ("url", "ready-file", "out"):
         client.add_argument(f"--{name}", required=True)
     client.add_argument("--count", type=int, required=True)
     client.add_argument("--wait", type=float, required=True)
-    parser.add_argument("--sockets", type=int, default=2000)
-    parser.add_argument("--idle", type=float, default=20, help="seconds every socket stays silent")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    if args.command == "client":
-        client_main(args)
-        return
-    common.configure_logging()
-    result = measure(args.sockets, args.idle)
-    common.write_json(args.json, result)
-    sys.exit(0 if result["ok"] else 1)
+
+
+def main() -> None:
+    common.main(
+        __doc__, _options, lambda args: measure(args.sockets, args.idle), _client_options, client_main
+    )
 
 
 if __name__ == "__main__":

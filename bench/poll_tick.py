@@ -46,7 +46,6 @@ import argparse
 import faulthandler
 import logging
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -363,8 +362,7 @@ def main() -> None:
     args = parser.parse_args()
     common.configure_logging()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally below
-    # as in production: DEBUG off (no query log kept per statement), so a real secret is required
-    common.setup_django(REALTIME_FLUSH_MS="100", DEBUG="false", SECRET_KEY=secrets.token_urlsafe(48))
+    common.setup_django(REALTIME_FLUSH_MS="100")  # production settings: DEBUG off, a real secret
     guard_database()
     from django.conf import settings
 

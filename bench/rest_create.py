@@ -153,27 +153,22 @@ def measure(clients: int, duration: float) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command")
-    client = sub.add_parser("client", help="internal: the load process")
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=20, help="seconds of load after a warm-up")
+
+
+def _client_options(client: argparse.ArgumentParser) -> None:
     for name in ("base", "token", "body", "out"):
         client.add_argument(f"--{name}", required=True)
     client.add_argument("--clients", type=int, required=True)
     client.add_argument("--duration", type=float, required=True)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=20, help="seconds of load after a warm-up")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    if args.command == "client":
-        client_main(args)
-        return
-    common.configure_logging()
-    result = measure(args.clients, args.duration)
-    common.write_json(args.json, result)
-    sys.exit(0 if result["ok"] else 1)
+
+
+def main() -> None:
+    common.main(
+        __doc__, _options, lambda args: measure(args.clients, args.duration), _client_options, client_main
+    )
 
 
 if __name__ == "__main__":
