@@ -44,14 +44,7 @@ const activity = new ActivityFeed(document.querySelector('[data-role="activity"]
 // The filters act as you type; Enter must not submit (and reload) the page.
 document.querySelector('.filters').addEventListener('submit', (event) => event.preventDefault());
 
-const indicator = bindIndicator(document.querySelector('[data-testid="live-indicator"]'), {
-  connected: gettext('Live'),
-  reconnecting: gettext('Reconnecting…'),
-  starting: gettext('Connecting…'),
-  offline: gettext('Offline'),
-  login: gettext('Signed out: log in again'),
-  forbidden: gettext('Not allowed'),
-});
+const indicator = bindIndicator(document.querySelector('[data-testid="live-indicator"]'));
 
 function onSnapshot(frame) {
   counted.clear(); // the chart reloads its history from the API below

@@ -191,8 +191,20 @@ export class LiveSocket {
   }
 }
 
+/** The indicator's words for each connection state and close reason (read when an indicator is bound). */
+function indicatorLabels() {
+  return {
+    connected: gettext('Live'),
+    reconnecting: gettext('Reconnecting…'),
+    starting: gettext('Connecting…'),
+    offline: gettext('Offline'),
+    login: gettext('Signed out: log in again'),
+    forbidden: gettext('Not allowed'),
+  };
+}
+
 /** Keeps a live indicator element (data-testid="live-indicator") in step with the socket. */
-export function bindIndicator(element, labels) {
+export function bindIndicator(element, labels = indicatorLabels()) {
   return (state, reason) => {
     element.dataset.state = state;
     const text = element.querySelector('[data-role="label"]') || element;

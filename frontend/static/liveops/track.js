@@ -161,14 +161,7 @@ const live = new LiveSocket(config.wsPath, {
     }
     map.moveCouriers(couriers, orders);
   },
-  onState: bindIndicator(document.querySelector('[data-testid="live-indicator"]'), {
-    connected: gettext('Live'),
-    reconnecting: gettext('Reconnecting…'),
-    starting: gettext('Connecting…'),
-    offline: gettext('Offline'),
-    login: gettext('Signed out: log in again'),
-    forbidden: gettext('Not allowed'),
-  }),
+  onState: bindIndicator(document.querySelector('[data-testid="live-indicator"]')),
 });
 
 // The history before this page opened; live events fill in from there.
