@@ -5,6 +5,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +16,12 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import Max
 from rest_framework.test import APIClient
 
 from core.celery import app as celery_app
+from orders.models import OrderEvent
+from orders.relay import Relay, released_seq
 from orders.schedules import install_schedules
 from orders.tests import factories
 from simulators.testing import Simulator, simulator_env, start_simulator, stop_simulator
@@ -38,6 +43,36 @@ def isolated_redis() -> None:
         # Tests flush the database between them: a snapshot shared across tests would be stale.
         REALTIME_SNAPSHOT_SHARE_SECONDS=0,
     ).enable()
+
+
+class RunningRelay:
+    """The event relay (orders.relay) in a thread of this process, as `manage.py relay_events` runs it."""
+
+    def __init__(self) -> None:
+        self.relay = Relay()
+        self.thread = threading.Thread(target=self.relay.run, name="relay", daemon=True)
+        self.thread.start()
+
+    def caught_up(self, timeout: float = 10) -> int:
+        """Wait until every event committed so far is released; returns the mark."""
+        latest = OrderEvent.objects.aggregate(latest=Max("seq"))["latest"] or 0
+        deadline = time.monotonic() + timeout
+        while (mark := released_seq()) < latest:
+            assert time.monotonic() < deadline, f"the relay is at #{mark}, not #{latest}"
+            time.sleep(0.01)
+        return mark
+
+    def stop(self) -> None:
+        self.relay.stop()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive(), "the relay did not stop"
+
+
+@pytest.fixture
+def relay(transactional_db) -> Iterator[RunningRelay]:
+    running = RunningRelay()
+    yield running
+    running.stop()
 
 
 @pytest.fixture
@@ -161,8 +196,11 @@ def worker_and_beat(providers, tmp_path):
     }
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge("celery")
+    celery = [sys.executable, "-m", "celery", "--app", "core"]
     commands = {
+        "relay": [sys.executable, "backend/manage.py", "relay_events"],
         "worker": [
+            *celery,
             "worker",
             "--loglevel",
             "INFO",
@@ -172,6 +210,7 @@ def worker_and_beat(providers, tmp_path):
             "--without-gossip",
         ],
         "beat": [
+            *celery,
             "beat",
             "--loglevel",
             "INFO",
@@ -187,7 +226,7 @@ def worker_and_beat(providers, tmp_path):
         logs[name] = tmp_path / f"{name}.log"
         with open(logs[name], "wb") as log:
             processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "--app", "core", *args],
+                args,
                 cwd=REPO,
                 env=env,
                 stdout=log,

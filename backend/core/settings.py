@@ -88,6 +88,9 @@ try:
     ORDER_LEAD_MINUTES = env.int("ORDER_LEAD_MINUTES", validate=Range(min=0))
 
     REALTIME_FLUSH_MS = env.int("REALTIME_FLUSH_MS", validate=Range(min=0, max=5000))
+    REALTIME_GAP_WAIT_MS = env.int("REALTIME_GAP_WAIT_MS", validate=Range(min=0, max=60_000))
+    REALTIME_RELAY_INTERVAL_MS = env.int("REALTIME_RELAY_INTERVAL_MS", validate=Range(min=1, max=5000))
+    REALTIME_RELAY_BATCH = env.int("REALTIME_RELAY_BATCH", validate=Range(min=1, max=100_000))
     REALTIME_RESUME_LIMIT = env.int("REALTIME_RESUME_LIMIT", validate=Range(min=1))
     REALTIME_SNAPSHOT_SHARE_SECONDS = env.float("REALTIME_SNAPSHOT_SHARE_SECONDS", validate=Range(min=0))
     REALTIME_MAX_FRAME_BYTES = env.int("REALTIME_MAX_FRAME_BYTES", validate=Range(min=64))

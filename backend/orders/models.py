@@ -201,3 +201,20 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type} order #{self.order_id}: {self.from_status} → {self.to_status}"
+
+
+class EventMark(models.Model):
+    """How far committed OrderEvents have been released to subscribers (orders.relay): the high-water mark.
+
+    Every event at or below `seq` is committed and released, or is known never to commit (rolled back).
+    `previous` is the mark before the last advance: a relay taking over republishes what lies between,
+    in case its predecessor stopped after moving the mark and before publishing.
+    """
+
+    name = models.CharField(primary_key=True, max_length=40)
+    seq = models.BigIntegerField(default=0)
+    previous = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} mark at #{self.seq}"

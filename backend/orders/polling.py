@@ -20,8 +20,6 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from realtime import broadcast
-
 from . import services
 from .models import Leg, OrderItem
 from .providers import DeliveryRequest, KitchenRequest, ProviderError, ProviderOrder, get_client
@@ -205,10 +203,9 @@ def _apply_answers(
             failed.append((job, f"external id longer than {EXTERNAL_ID_MAX_LENGTH}"))
         else:
             answered.append((job, answer))
-    with broadcast.batch():  # one realtime message per group for the whole batch
-        _apply_batch(answered, report)
-        for job, error in failed:
-            _record_failure(job, error, report)
+    _apply_batch(answered, report)
+    for job, error in failed:
+        _record_failure(job, error, report)
     next_poll = lease_until - services.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
     services.legs_reschedule(
         leg_ids=[job.leg_id for job, _ in answered], lease_until=lease_until, at=next_poll

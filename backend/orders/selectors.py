@@ -65,17 +65,16 @@ def leg_id_for_external(provider: str, external_id: str) -> int | None:
     return leg_id
 
 
-def with_stream_details(orders: QuerySet[Order]) -> QuerySet[Order]:
-    """What realtime payloads need: courier, legs with restaurants, and each order's last event seq."""
-    return (
-        orders.select_related("courier")
-        .prefetch_related(Prefetch("legs", queryset=Leg.objects.select_related("restaurant").order_by("id")))
-        .annotate(last_seq=Max("events__seq"))
+def with_payload_details(orders: QuerySet[Order]) -> QuerySet[Order]:
+    """What realtime payloads need: courier, legs with restaurants."""
+    return orders.select_related("courier").prefetch_related(
+        Prefetch("legs", queryset=Leg.objects.select_related("restaurant").order_by("id"))
     )
 
 
-def latest_seq() -> int:
-    return OrderEvent.objects.aggregate(latest=Max("seq"))["latest"] or 0
+def with_stream_details(orders: QuerySet[Order]) -> QuerySet[Order]:
+    """Payload details and each order's last event seq (snapshots)."""
+    return with_payload_details(orders).annotate(last_seq=Max("events__seq"))
 
 
 def throughput_per_minute(*, minutes: int) -> list[dict[str, object]]:

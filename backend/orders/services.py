@@ -66,8 +66,7 @@ def _append_event(
         actor=actor if actor is not None and actor.is_authenticated else None,
         reason=reason,
     )
-    broadcast.events_after_commit(event.seq)
-    return event
+    return event  # the relay (orders.relay) releases it to clients once every lower seq is settled
 
 
 def _lock_order(order_id: int) -> Order:

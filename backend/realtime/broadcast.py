@@ -1,9 +1,10 @@
-"""The one place that publishes to WebSocket clients, and only after the transaction commits.
+"""The one place that publishes to WebSocket clients, and only what is committed.
 
-Services call `events_after_commit(seq)`; on commit the events are published at once, or, inside a
-`batch()` (a poll tick), collected and published together: one channel-layer message per group for
-the whole batch. Each event is serialised to JSON once here; each web process joins the strings into
-one frame per group (realtime.hub) and hands the same text to all its sockets of that group.
+Events reach here from the relay (orders.relay), released in seq order up to the high-water mark:
+`publish_released` is subscribed in RealtimeConfig.ready() and sends each released batch as one
+channel-layer message per group. Each event is serialised to JSON once here; each web process joins
+the strings into one frame per group (realtime.hub) and hands the same text to all its sockets.
+Courier locations carry no seq: services publish them after commit (`location_after_commit`).
 
 Groups: `operators` (every change), `order.<id>` (one order), `courier.<id>` (that courier's orders).
 """
@@ -13,9 +14,7 @@ import logging
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -43,62 +42,36 @@ def courier_group(courier_id: int) -> str:
 
 # --- what services call ---------------------------------------------------------------------------------
 
-_batch = threading.local()
-
-
-def events_after_commit(seq: int) -> None:
-    transaction.on_commit(partial(_committed, [seq]))
-
 
 def location_after_commit(courier_id: int) -> None:
     transaction.on_commit(partial(publish_location, courier_id))
 
 
-@contextmanager
-def batch() -> Iterator[None]:
-    """Collect the events committed inside, publish them together on exit."""
-    if getattr(_batch, "seqs", None) is not None:  # nested: the outer batch publishes
-        yield
-        return
-    _batch.seqs = []
-    try:
-        yield
-    finally:
-        seqs, _batch.seqs = _batch.seqs, None
-        if seqs:
-            publish_events(seqs)
-
-
-def _committed(seqs: list[int]) -> None:
-    pending = getattr(_batch, "seqs", None)
-    if pending is not None:
-        pending.extend(seqs)
-    else:
-        publish_events(seqs)
-
-
 # --- publishing -------------------------------------------------------------------------------------------
 
 
-def publish_events(seqs: list[int]) -> None:
-    """Send committed events to every group that may see them: one message per group, seq ascending."""
-    events = list(OrderEvent.objects.filter(seq__in=seqs).order_by("seq"))
+def publish_released(events: list[OrderEvent]) -> None:
+    """Send events the relay released (seq ascending) to every group that may see them, one message per
+    group. Raises when a group could not be reached, so that the relay tries again."""
     if not events:
         return
     orders = {
         order.pk: order
-        for order in selectors.with_stream_details(Order.objects.filter(pk__in={e.order_id for e in events}))
+        for order in selectors.with_payload_details(Order.objects.filter(pk__in={e.order_id for e in events}))
     }
     by_group: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for event in events:
-        order = orders[event.order_id]
+        order = orders.get(event.order_id)
+        if order is None:
+            continue  # deleted since (its events went with it)
         text = payloads.dumps(payloads.event_payload(event, payloads.order_payload(order, seq=event.seq)))
         item = (event.seq, order.pk, text)
         by_group[OPERATORS].append(item)
         by_group[order_group(order.pk)].append(item)
         if order.courier_id:
             by_group[courier_group(order.courier_id)].append(item)
-    _send_all([(group, {"type": "order.events", "events": items}) for group, items in by_group.items()])
+    messages = [(group, {"type": "order.events", "events": items}) for group, items in by_group.items()]
+    _publisher().send_all(messages).result(timeout=PUBLISH_TIMEOUT_SECONDS)
 
 
 def publish_location(courier_id: int) -> None:
@@ -112,20 +85,11 @@ def publish_location(courier_id: int) -> None:
         order_group(order_id)
         for order_id in selectors.active_orders().filter(courier_id=courier_id).values_list("id", flat=True)
     ]
-    _send_all([(group, message) for group in groups])
-
-
-def _send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
-    """Publish in order, in one hand-over to the publisher's loop (a poll tick may touch hundreds of groups).
-
-    The group's name travels in each message: a web process subscribes once per group and fans the
-    message out to its local sockets itself (realtime.hub), so it must know which group it came from.
-    """
     try:
-        _publisher().send_all(messages).result(timeout=PUBLISH_TIMEOUT_SECONDS)
+        _publisher().send_all([(group, message) for group in groups]).result(timeout=PUBLISH_TIMEOUT_SECONDS)
     except Exception:
-        # The database already holds the change; clients catch up by resuming. Never fail the writer.
-        logger.exception("Could not publish to groups %s", ", ".join(group for group, _ in messages[:5]))
+        # The database holds the position; the next one replaces it. Never fail the writer.
+        logger.exception("Could not publish courier %s's location", courier_id)
 
 
 class _Publisher:
@@ -142,6 +106,11 @@ class _Publisher:
         threading.Thread(target=self.loop.run_forever, name="realtime-publisher", daemon=True).start()
 
     def send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> Future:
+        """Publish in order, in one hand-over to the loop (a batch may touch hundreds of groups).
+
+        The group's name travels in each message: a web process subscribes once per group and fans the
+        message out to its local sockets itself (realtime.hub), so it must know which group it came from.
+        """
         return asyncio.run_coroutine_threadsafe(self._send_all(messages), self.loop)
 
     async def _send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:

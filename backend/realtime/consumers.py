@@ -7,13 +7,17 @@ Protocol (all frames JSON text):
   server → {"type": "error", "code": ..., "error": ...}; {"type": "pong"}
   client → {"type": "resume", "after": seq} | {"type": "ping"} | {"type": "location", "lat", "lng"} (couriers)
 Connecting with `?after=<seq>` resumes instead of taking a snapshot.
+
+Ordering: events reach every client in seq order, each once. The relay (orders.relay) releases them in
+seq order only up to its high-water mark, below which every seq is committed or will never exist;
+snapshots are taken at the mark and resumes replay up to it, so a client that resumes after the highest
+seq it holds can never skip an event that committed late.
 """
 
 import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +27,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db.models import QuerySet
 
-from orders import selectors, services
+from orders import relay, selectors, services
 from orders.models import Courier, Order, OrderEvent
 from orders.status import ACTIVE
 
@@ -36,26 +40,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_RESUME = 4503  # unavailable for a moment: reconnect with ?after=<last seq>, the gap is replayed
 REPLAY_FRAME_EVENTS = 200
-REMEMBERED_SEQS = 20_000
 MAX_SEQ = 2**63 - 1  # OrderEvent.seq is a bigint
-
-
-class RecentSeqs:
-    """The seqs sent on this connection lately, so that no event is sent twice."""
-
-    def __init__(self, size: int = REMEMBERED_SEQS) -> None:
-        self._order: deque[int] = deque()
-        self._seen: set[int] = set()
-        self._size = size
-
-    def __contains__(self, seq: int) -> bool:
-        return seq in self._seen
-
-    def add(self, seq: int) -> None:
-        self._seen.add(seq)
-        self._order.append(seq)
-        if len(self._order) > self._size:
-            self._seen.discard(self._order.popleft())
 
 
 @dataclass(frozen=True)
@@ -92,7 +77,7 @@ class Stream:
         return shared
 
     def _render_snapshot(self) -> Snapshot:
-        seq = selectors.latest_seq()
+        seq = relay.released_seq()  # first: the orders read next hold every event up to it
         orders = self.visible()
         if self.only_active:
             orders = orders.filter(status__in=ACTIVE)
@@ -103,22 +88,29 @@ class Stream:
         text = payloads.dumps({"type": "snapshot", "seq": seq, "orders": rows})
         return Snapshot(seq, text, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
-    def events_after(self, after: int, limit: int) -> list[tuple[int, str]] | None:
-        """Every visible event after `after`, rendered; None when there are more than `limit`."""
+    def events_after(self, after: int, limit: int) -> tuple[int, list[hub.EventItem]] | None:
+        """The mark and every visible event after `after` up to it, rendered; None when over `limit`.
+
+        Events above the mark are not replayed: they reach the client live, in seq order, once released.
+        """
+        upto = relay.released_seq()
         events = list(
-            OrderEvent.objects.filter(seq__gt=after, order__in=self.visible()).order_by("seq")[: limit + 1]
+            OrderEvent.objects.filter(seq__gt=after, seq__lte=upto, order__in=self.visible()).order_by("seq")[
+                : limit + 1
+            ]
         )
         if len(events) > limit:
             return None
         orders = {
             order.pk: order
-            for order in selectors.with_stream_details(
+            for order in selectors.with_payload_details(
                 Order.objects.filter(pk__in={e.order_id for e in events})
             )
         }
-        return [
+        return upto, [
             (
                 event.seq,
+                event.order_id,
                 payloads.dumps(
                     payloads.event_payload(event, payloads.order_payload(orders[event.order_id], event.seq))
                 ),
@@ -132,8 +124,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     Live events come from the process's hub (realtime.hub), not from the channel layer: the socket is a
     member of its groups there from before its snapshot, holds the batches that arrive while it catches
-    up, then sends each later batch's shared text as it is, unless the batch may overlap what the
-    snapshot or a replay already gave this client (then it filters the batch by seq).
+    up, then sends each later batch's shared text as it is. Everything arrives in seq order, so one number
+    per socket, the highest seq it has sent (`high`), tells what is new; batches that may overlap what the
+    snapshot or a replay gave this client are filtered by it.
     """
 
     stream: Stream | None = None
@@ -150,17 +143,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_FORBIDDEN)
             return
         self.user = user
-        self.sent = RecentSeqs()  # seqs sent outside the shared batches: replays and filtered batches
-        self.filter_upto = 0  # a batch starting above this seq cannot hold anything the client has
+        self.high = 0  # the highest seq this client holds, from a snapshot, a replay or a batch
+        self.filter_upto = 0  # a batch starting above this seq holds nothing the client has
         self.live = False
         self.held: list[hub.EventBatch] = []
         self.held_locations: dict[int, dict[str, Any]] = {}
-        self.memberships: list[tuple[hub.Group, int]] = []
         self.open = True
         await self.accept()
         fanout = hub.hub()
         for group in self.stream.groups:
-            self.memberships.append(await fanout.join(group, self))
+            await fanout.join(group, self)
         after = self._after_from_query()
         if after is None:
             await self._send_snapshot()
@@ -201,42 +193,39 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _send_snapshot(self) -> None:
         snapshot = await in_thread_pool(self.stream.snapshot)()
-        self.filter_upto = max(self.filter_upto, snapshot.seq)
+        # The client starts over from the snapshot: what was sent before it no longer counts.
+        self.high = snapshot.seq
+        self.filter_upto = max([snapshot.seq, *snapshot.order_seqs.values()])
         await self.send(text_data=snapshot.text)
-        # Events committed after the snapshot was read (it may be shared and a moment old).
+        # Events released after the snapshot was read (it may be shared and a moment old).
         await self._resume(snapshot.seq, quiet=True)
 
     async def _resume(self, after: int, quiet: bool = False) -> None:
-        limit = settings.REALTIME_RESUME_LIMIT
-        events = await in_thread_pool(self.stream.events_after)(after, limit)
-        if events is None:
+        """Replay what was released after `after`; batches arriving meanwhile are held (not live)."""
+        replay = await in_thread_pool(self.stream.events_after)(after, settings.REALTIME_RESUME_LIMIT)
+        if replay is None:
+            limit = settings.REALTIME_RESUME_LIMIT
             logger.info("Client %s is over %d events behind: fresh snapshot", self.user, limit)
             await self._send_snapshot()
             return
-        if events:
-            self.filter_upto = max(self.filter_upto, events[-1][0])
-        fresh = [(seq, text) for seq, text in events if not self._has(seq)]
+        upto, events = replay
+        fresh = [text for seq, order_id, text in events if self._is_new(seq, order_id)]
+        self.high = max(self.high, upto)
         for start in range(0, len(fresh), REPLAY_FRAME_EVENTS):
-            chunk = fresh[start : start + REPLAY_FRAME_EVENTS]
-            for seq, _ in chunk:
-                self.sent.add(seq)
-            await self._send_events([text for _, text in chunk])
+            await self._send_events(fresh[start : start + REPLAY_FRAME_EVENTS])
         if not fresh and not quiet:
             await self._send_events([])  # tells the client it is up to date
 
-    def _has(self, seq: int) -> bool:
-        """Whether this client was sent `seq`. While catching up, the batches it holds are not counted:
-        the replay sends their events in seq order and the held copies are dropped when it goes live."""
-        if seq in self.sent:
-            return True
-        return self.live and any(group.delivered(seq, since) for group, since in self.memberships)
+    def _is_new(self, seq: int, order_id: int) -> bool:
+        """Neither sent on this socket (seq order: at or below `high`) nor part of the snapshot's order."""
+        return seq > self.high and seq > self.stream.order_seqs.get(order_id, 0)
 
     async def _go_live(self) -> None:
         """Send the batches held while catching up, filtered, then take batches as they come."""
         while self.held:
             batches, self.held = self.held, []
             for batch in batches:
-                await self._send_fresh(batch)
+                await self._send_batch(batch)
         self.live = True  # no await since the loop's check: no batch can slip in between
         if self.held_locations:
             couriers, self.held_locations = list(self.held_locations.values()), {}
@@ -247,12 +236,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def take_events(self, batch: hub.EventBatch) -> None:
         if not self.open:
             return
-        if not self.live:
-            self.held.append(batch)
-        elif batch.first_seq > self.filter_upto:
-            await self.send(text_data=batch.text)  # the common case: no per-event work for this socket
+        if self.live:
+            await self._send_batch(batch)
         else:
-            await self._send_fresh(batch)
+            self.held.append(batch)
 
     async def take_locations(self, text: str, couriers: list[dict[str, Any]]) -> None:
         if not self.open:
@@ -271,15 +258,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             logger.info("Channel layer interrupted: closing the socket of %s so that it resumes", self.user)
             await self.close(code=CLOSE_RESUME)
 
-    async def _send_fresh(self, batch: hub.EventBatch) -> None:
-        """The batch's events this client holds neither from a replay nor as part of its snapshot."""
-        snapshot_seqs = self.stream.order_seqs
-        texts = []
-        for seq, order_id, text in batch.items:
-            if seq in self.sent or seq <= snapshot_seqs.get(order_id, 0):
-                continue
-            self.sent.add(seq)
-            texts.append(text)
+    async def _send_batch(self, batch: hub.EventBatch) -> None:
+        if batch.first_seq > max(self.high, self.filter_upto):
+            self.high = batch.last_seq
+            await self.send(text_data=batch.text)  # the common case: no per-event work for this socket
+            return
+        texts = [text for seq, order_id, text in batch.items if self._is_new(seq, order_id)]
+        self.high = max(self.high, batch.last_seq)
         if len(texts) == len(batch.items):
             await self.send(text_data=batch.text)
         elif texts:
@@ -326,7 +311,11 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after <= MAX_SEQ:
             await self._error("bad_frame", '"after" must be a non-negative integer seq.')
             return
-        await self._resume(after)
+        self.live = False  # hold live batches: the replay and they leave in seq order
+        try:
+            await self._resume(after)
+        finally:
+            await self._go_live()
 
     async def _on_ping(self, frame: dict[str, Any]) -> None:
         await self.send(text_data='{"type":"pong"}')

@@ -7,14 +7,14 @@ hops to a worker thread per message to close old database connections) and build
 
 Here the process subscribes once per group, decodes each message once, and every flush interval
 (REALTIME_FLUSH_MS) turns what arrived for a group into one batch: the events in seq order and the
-frame text, built once and handed as it is to every local socket of the group. A socket that is still
-taking its snapshot or replay holds the batches and filters them itself (`LiveConsumer.take_events`).
+frame text, built once and handed as it is to every local socket of the group. The relay publishes in
+seq order, so a group's batches follow each other in seq order. A socket that is still taking its
+snapshot or replay holds the batches and filters them itself (`LiveConsumer.take_events`).
 """
 
 import asyncio
 import logging
 import weakref
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,8 +24,6 @@ from . import payloads
 
 logger = logging.getLogger(__name__)
 
-# How many recent seqs each group remembers with the batch that carried them (see `Group.delivered`).
-REMEMBERED_SEQS = 20_000
 RECEIVE_RETRY_SECONDS = 1
 
 EventItem = tuple[int, int, str]  # (seq, order id, the event as JSON text), as broadcast publishes them
@@ -33,10 +31,16 @@ EventItem = tuple[int, int, str]  # (seq, order id, the event as JSON text), as 
 
 @dataclass(frozen=True, slots=True)
 class EventBatch:
-    number: int  # batches of a group are numbered from 0 in the order they were handed out
     items: list[EventItem]  # seq ascending
-    first_seq: int
     text: str  # the whole `events` frame, shared by every socket that takes the batch unfiltered
+
+    @property
+    def first_seq(self) -> int:
+        return self.items[0][0]
+
+    @property
+    def last_seq(self) -> int:
+        return self.items[-1][0]
 
 
 class Member(Protocol):
@@ -54,22 +58,7 @@ class Group:
     events: list[EventItem] = field(default_factory=list)
     locations: dict[int, dict[str, Any]] = field(default_factory=dict)
     flush_scheduled: bool = False
-    batches: int = 0
-    seq_batch: dict[int, int] = field(default_factory=dict)
-    seq_order: deque[int] = field(default_factory=deque)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def delivered(self, seq: int, since: int) -> bool:
-        """Whether `seq` went out in a batch numbered `since` or later: every member that joined at batch
-        `since` took it. A per-group record, so that no per-socket bookkeeping grows with every event."""
-        return self.seq_batch.get(seq, -1) >= since
-
-    def _remember(self, batch: EventBatch) -> None:
-        for seq, _, _ in batch.items:
-            self.seq_batch[seq] = batch.number
-            self.seq_order.append(seq)
-        while len(self.seq_order) > REMEMBERED_SEQS:
-            self.seq_batch.pop(self.seq_order.popleft(), None)
 
 
 class Hub:
@@ -84,9 +73,9 @@ class Hub:
         self.receiver: asyncio.Task | None = None
         self.lock = asyncio.Lock()
 
-    async def join(self, name: str, member: Member) -> tuple[Group, int]:
-        """Subscribe (once per process) and add the member; it takes every batch from the returned number
-        on. Returns when the subscription is active, so that nothing published afterwards is missed."""
+    async def join(self, name: str, member: Member) -> Group:
+        """Subscribe (once per process) and add the member. Returns when the subscription is active, so
+        that nothing published afterwards is missed."""
         async with self.lock:
             if self.channel is None:
                 self.channel = await self.layer.new_channel("fanout.")
@@ -96,7 +85,7 @@ class Hub:
                 await self.layer.group_add(name, self.channel)
                 group = self.groups[name] = Group(name)
             group.members.add(member)
-            return group, group.batches
+            return group
 
     async def leave(self, name: str, member: Member) -> None:
         async with self.lock:
@@ -150,11 +139,9 @@ class Hub:
             locations, group.locations = group.locations, {}
             members = list(group.members)
             if events:
-                events.sort()
+                events.sort()  # in seq order already, unless a relay took over and republished
                 text = '{"type":"events","events":[' + ",".join(item[2] for item in events) + "]}"
-                batch = EventBatch(group.batches, events, events[0][0], text)
-                group.batches += 1
-                group._remember(batch)
+                batch = EventBatch(events, text)
                 for member in members:
                     await self._deliver(member.take_events(batch), group)
             if locations:

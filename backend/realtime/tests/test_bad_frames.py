@@ -36,7 +36,7 @@ from orders.models import Order, OrderEvent
 from orders.tests import factories
 from realtime.tests.conftest import daphne_env, start_daphne, stop
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("relay")]
 logger = logging.getLogger(__name__)
 
 TIMEOUT = 10

@@ -14,7 +14,7 @@ from orders.models import Courier, Leg, Order, OrderEvent
 from orders.tests import factories
 from realtime import consumers
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("relay")]
 TIMEOUT = 3
 
 
@@ -55,8 +55,13 @@ def advance(leg_id: int, provider_status: str):
     )
 
 
+async def released(relay) -> None:
+    """Until the relay has released every committed event (it runs in a thread, like in production)."""
+    await database_sync_to_async(relay.caught_up)()
+
+
 @pytest.fixture
-def world(customer, other_customer, operator, restaurants):
+def world(customer, other_customer, operator, restaurants, relay):
     courier_one, courier_two = factories.make_courier("courier1"), factories.make_courier("courier2")
     mine = factories.make_order(customer, restaurants["melange"])
     theirs = factories.make_order(other_customer, restaurants["bueno"])
@@ -64,6 +69,7 @@ def world(customer, other_customer, operator, restaurants):
     Order.objects.filter(pk=mine.pk).update(courier=courier_one)
     Order.objects.filter(pk=theirs.pk).update(courier=courier_two)
     Order.objects.filter(pk=delivered.pk).update(status="delivered")
+    relay.caught_up()  # the clients below start from here
     return {
         "mine": mine,
         "theirs": theirs,
@@ -176,18 +182,23 @@ class TestSnapshot:
 
 
 class TestLiveEvents:
-    def test_changes_close_together_arrive_in_one_frame_seq_ascending(self, world, operator):
+    def test_changes_arrive_seq_ascending_each_once(self, world, operator):
         async def scenario():
             communicator = await socket("/ws/operators/", operator)
             await communicator.connect()
             await frame(communicator)
             for status in ["not started", "cooking", "cooked"]:
                 await advance(world["leg"].pk, status)
-            events = (await frame(communicator))["events"]
-            assert [event["order"]["status"] for event in events] == ["submitted", "cooking", "ready"]
+            events, frames = [], 0
+            while len(events) < 3:
+                events += (await frame(communicator))["events"]
+                frames += 1
+            assert frames <= 2, "changes close together share frames"
+            assert [event["to"] for event in events] == ["submitted", "cooking", "ready"]
             seqs = [event["seq"] for event in events]
             assert seqs == sorted(seqs) and len(set(seqs)) == 3
-            assert events[-1]["order"]["seq"] == seqs[-1] and events[-1]["type"] == "order.status"
+            # Each event carries its order as it stands when the event is released: at or after the event.
+            assert events[-1]["order"]["status"] == "ready" and events[-1]["type"] == "order.status"
             assert await communicator.receive_nothing(timeout=0.3)
             await communicator.disconnect()
 
@@ -224,7 +235,7 @@ class TestLiveEvents:
 
 
 class TestResume:
-    def test_reconnect_with_after_replays_the_gap_then_goes_live(self, world, operator):
+    def test_reconnect_with_after_replays_the_gap_then_goes_live(self, world, operator, relay):
         async def scenario():
             first = await socket("/ws/operators/", operator)
             await first.connect()
@@ -232,6 +243,7 @@ class TestResume:
             await first.disconnect()
             missed = [await advance(world["leg"].pk, s) for s in ["not started", "cooking"]]
             missed.append(await advance(world["their_leg"].pk, "accepted"))
+            await released(relay)
 
             second = await socket(f"/ws/operators/?after={seen}", operator)
             await second.connect()
@@ -247,11 +259,12 @@ class TestResume:
 
         run(scenario)
 
-    def test_too_far_behind_gets_a_fresh_snapshot(self, world, operator):
+    def test_too_far_behind_gets_a_fresh_snapshot(self, world, operator, relay):
         async def scenario():
             with override_settings(REALTIME_RESUME_LIMIT=2):
                 for status in ["not started", "cooking", "cooked"]:
                     await advance(world["leg"].pk, status)
+                await released(relay)
                 communicator = await socket("/ws/operators/?after=0", operator)
                 await communicator.connect()
                 assert (await frame(communicator))["type"] == "snapshot"
@@ -259,10 +272,11 @@ class TestResume:
 
         run(scenario)
 
-    def test_courier_replay_is_scoped(self, world):
+    def test_courier_replay_is_scoped(self, world, relay):
         async def scenario():
             await advance(world["their_leg"].pk, "accepted")
             mine = await advance(world["leg"].pk, "not started")
+            await released(relay)
             communicator = await socket("/ws/couriers/?after=0", world["courier1"].user)
             await communicator.connect()
             replayed = (await frame(communicator))["events"]

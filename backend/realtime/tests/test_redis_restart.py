@@ -36,7 +36,7 @@ from realtime import broadcast
 from realtime.consumers import CLOSE_RESUME
 from realtime.tests.conftest import free_port, start_daphne, stop
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("relay")]
 
 OPERATOR_SOCKETS = 3
 OUTAGE_SECONDS = 3
