@@ -45,7 +45,7 @@ COMPOSE_SCHEMA = REPO / "docker" / "compose-spec.json"
 COMPOSE_SCHEMA_SHA256 = "0dc04bd346dcfee1b1419628fff79937bbf076925f298f272a2b490e2b112bac"
 
 # Services running our image (docker/Dockerfile, last stage) and those running someone else's.
-APP_SERVICES = {"migrate", "web", "worker", "beat", "melange", "bueno", "uklon"}
+APP_SERVICES = {"migrate", "web", "worker", "relay", "beat", "melange", "bueno", "uklon"}
 SIMULATORS = {"melange", "bueno", "uklon"}
 # Variables that docker compose itself reads from .env (its "pre-defined environment variables").
 COMPOSE_CLI_VARIABLES = {"COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"}
@@ -323,7 +323,7 @@ def test_compose_dependencies_exist_and_wait_for_health_or_completion():
             assert "profiles" not in target_service, (
                 f"{name} depends on {target}, which a profile may leave out"
             )
-    for name in ("web", "worker", "beat"):
+    for name in ("web", "worker", "relay", "beat"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["nginx"]["depends_on"]["web"]["condition"] == "service_healthy"
     assert services["migrate"]["command"][-2:] == ["migrate", "--noinput"]
@@ -354,7 +354,7 @@ def test_app_services_run_our_image_and_read_env_file():
         assert "ALL" in service["cap_drop"], name
     for name in SIMULATORS:  # the simulators use neither engine: the entrypoint must not wait
         assert services[name]["environment"]["WAIT_FOR"] == "", name
-    for name in ("worker", "beat", "migrate"):  # no HTTP endpoint: the image's check has nothing to probe
+    for name in ("worker", "relay", "beat", "migrate"):  # no HTTP endpoint: the image's check has nothing to probe
         assert services[name]["healthcheck"] == {"disable": True}, name
     assert services["migrate"]["restart"] == "no"
     assert "deploy" not in services["beat"] and "scale" not in services["beat"], "beat must stay single"
@@ -958,7 +958,7 @@ def test_healthcheck_probes_the_process_each_service_runs(tmp_path):
     for service, port in (("melange", 8101), ("bueno", 8102), ("uklon", 8103)):
         probe = healthcheck.probe_for(expanded_argv(service, env), env)
         assert probe.url == f"http://127.0.0.1:{port}/_sim/health"
-    for service in ("worker", "beat"):
+    for service in ("worker", "relay", "beat"):
         assert healthcheck.probe_for(expanded_argv(service, env), env) is None
     assert healthcheck.probe_for(["python", "backend/manage.py", "migrate", "--noinput"], env) is None
     assert healthcheck.public_host(".example.com,web") == "example.com"

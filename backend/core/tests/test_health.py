@@ -28,3 +28,19 @@ def test_unreachable_redis_and_broker_answer_503(client, settings, unused_tcp_po
 
 def test_only_get(client):
     assert client.post("/healthz").status_code == 405
+
+
+def test_reports_how_far_the_relay_is_behind(client, customer, restaurants):
+    from orders.models import EventMark, OrderEvent
+    from orders.relay import MARK
+    from orders.tests import factories
+
+    factories.make_order(customer, restaurants["melange"])
+    factories.make_order(customer, restaurants["bueno"])
+    latest = OrderEvent.objects.latest("seq").seq
+    EventMark.objects.update_or_create(name=MARK, defaults={"seq": latest - 1})
+    relay = client.get("/healthz").json()["relay"]
+    assert (relay["mark"], relay["behind"]) == (latest - 1, 1)
+    assert relay["stalled_seconds"] >= 0
+    EventMark.objects.filter(name=MARK).update(seq=latest)
+    assert client.get("/healthz").json()["relay"] == {"mark": latest, "behind": 0, "stalled_seconds": 0}

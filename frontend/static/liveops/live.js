@@ -170,8 +170,8 @@ export class LiveSocket {
         this.handlers.onSnapshot(frame);
         break;
       case 'events': {
-        // Not filtered by lastSeq: two workers may commit out of seq order, so an older seq can still be
-        // news for its order. The page applies an event only when it is newer than that order's seq.
+        // The server sends events in seq order, each once. The page still applies an event only when
+        // it is newer than its order's seq: a snapshot's order may already hold a later change.
         const events = frame.events || [];
         if (events.length) {
           this.lastSeq = Math.max(this.lastSeq || 0, ...events.map((event) => event.seq));
