@@ -5,7 +5,7 @@ Every kind of socket (operators, couriers, one order) is sent garbage, binary, o
 typed frames. Each gets the protocol's error frame and stays usable, or, for what never reaches the
 consumer (a message over daphne's 1 MiB limit, invalid UTF-8, an unknown opcode), a clean close with
 the RFC 6455 code. Meanwhile status changes are published through the real pipeline (a service call
-in this process → `realtime.broadcast` after commit → Redis → daphne) and every socket, the abused ones
+in this process → the relay → `realtime.broadcast` → Redis → daphne) and every socket, the abused ones
 and a well-behaved witness, receives every event it may see: exactly the database's events, in seq
 order, none missing, none twice.
 
@@ -36,7 +36,7 @@ from orders.models import Order, OrderEvent
 from orders.tests import factories
 from realtime.tests.conftest import daphne_env, start_daphne, stop
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("relay")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 logger = logging.getLogger(__name__)
 
 TIMEOUT = 10
@@ -202,11 +202,12 @@ class World:
 
 
 @pytest.fixture
-def world(operator, customer, restaurants) -> World:
+def world(operator, customer, restaurants, relay) -> World:
     """One order every kind of socket sees: the customer's, carried by the courier."""
     courier = factories.make_courier("courier1")
     order = factories.make_order(customer, restaurants["melange"])
     Order.objects.filter(pk=order.pk).update(courier=courier)
+    relay.caught_up()  # snapshots start after the order's creation
     return World(
         order_id=order.pk,
         operator_token=factories.token_for(operator),
@@ -230,7 +231,7 @@ async def in_thread(function, /, *args, **kwargs):
 
 
 class Publisher:
-    """Status changes of the order through the real service (so through `realtime.broadcast`)."""
+    """Status changes of the order through the real service (released by the relay)."""
 
     STATUSES = ("cooking", "submitted")
 

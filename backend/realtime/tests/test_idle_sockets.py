@@ -30,11 +30,14 @@ def web_process(tmp_path, unused_tcp_port):
     stop(process)
 
 
-def test_idle_sockets_survive_and_all_receive_the_next_event(web_process, operator, customer, restaurants):
+def test_idle_sockets_survive_and_all_receive_the_next_event(
+    web_process, operator, customer, restaurants, relay
+):
     base, log = web_process
     token = factories.token_for(operator)
     order = factories.make_order(customer, restaurants["melange"])
     leg_id = order.legs.get().pk
+    relay.caught_up()
 
     async def scenario() -> list[int]:
         sockets = []

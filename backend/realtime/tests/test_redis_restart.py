@@ -36,7 +36,7 @@ from realtime import broadcast
 from realtime.consumers import CLOSE_RESUME
 from realtime.tests.conftest import free_port, start_daphne, stop
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("relay")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 OPERATOR_SOCKETS = 3
 OUTAGE_SECONDS = 3
@@ -181,7 +181,7 @@ def wait_for(condition, timeout: float, describe) -> None:
 
 
 def test_redis_restart_clients_reconnect_and_resume_without_gap_or_duplicate(
-    web_on_private_redis, private_redis, operator, customer, restaurants
+    web_on_private_redis, private_redis, operator, customer, restaurants, relay
 ):
     base, daphne_log = web_on_private_redis
     later = timezone.now() + timedelta(hours=2)  # scheduled orders: no submission task, only our events
@@ -195,6 +195,7 @@ def test_redis_restart_clients_reconnect_and_resume_without_gap_or_duplicate(
         for _ in range(6)
     ]
     legs = [order.legs.get().pk for order in orders]
+    relay.caught_up()  # the snapshots start after the orders' creation
 
     def progress(index: int) -> None:
         for status in ("not started", "cooking"):  # scheduled → submitted → cooking: two events
