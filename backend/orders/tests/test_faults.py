@@ -5,7 +5,7 @@ simulators over HTTP, a private PostgreSQL) and checks the outcome in the databa
 completes, no OrderEvent is written twice, no status moves backwards.
 
 - a worker SIGKILLed in the middle of a poll: the leases run out and a second worker polls again;
-- PostgreSQL restarted under web, worker and beat: they recover by themselves, no order is lost;
+- PostgreSQL restarted under web, worker, relay and beat: they recover by themselves, no order is lost;
 - a provider down for 30 s: the poller backs off, then the orders complete;
 - Bueno's webhooks replayed three times, out of order: one event each, nothing backwards;
 - two beat processes: each leg is still polled once per due time.
@@ -95,18 +95,20 @@ CELERY_ARGS = {
 
 @dataclass
 class Processes:
-    """Celery workers and beats started by one test, each in its own process group."""
+    """Celery workers and beats (and the event relay) started by one test, each in its own process group."""
 
     directory: Path
     started: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start(self, kind: str, name: str, env: dict[str, str]) -> subprocess.Popen:
-        args = list(CELERY_ARGS[kind])
+        command = [sys.executable, "-m", "celery", "--app", "core", *CELERY_ARGS.get(kind, [])]
         if kind == "beat":
-            args += ["--pidfile=", "--schedule", str(self.directory / f"{name}-schedule")]
+            command += ["--pidfile=", "--schedule", str(self.directory / f"{name}-schedule")]
+        elif kind == "relay":
+            command = [sys.executable, "backend/manage.py", "relay_events"]
         with open(self.log(name), "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "--app", "core", *args],
+                command,
                 cwd=REPO,
                 env=env,
                 stdout=log,
@@ -388,7 +390,7 @@ def test_two_beats_each_leg_polled_once_per_due_time_and_no_duplicate_events(
         assert_one_event_each(order)
 
 
-# --- 3. PostgreSQL restarted under web, worker and beat --------------------------------------------
+# --- 3. PostgreSQL restarted under web, worker, relay and beat -------------------------------------
 
 
 class PrivatePostgres:
@@ -471,7 +473,7 @@ def events_are_clean(body: dict) -> bool:
     )
 
 
-def test_postgres_restart_web_worker_and_beat_recover_and_no_order_is_lost(
+def test_postgres_restart_web_worker_relay_and_beat_recover_and_no_order_is_lost(
     private_postgres, celery_processes, providers, tmp_path
 ):
     from realtime.tests.conftest import start_daphne, stop
@@ -497,6 +499,7 @@ def test_postgres_restart_web_worker_and_beat_recover_and_no_order_is_lost(
     try:
         celery_processes.start("beat", "beat", env)
         celery_processes.start("worker", "worker", env)
+        celery_processes.start("relay", "relay", env)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         login = {"username": "customer", "password": env.get("DEMO_PASSWORD", "demo-pass-2026")}
         token = client.post("/api/auth/token/", json=login).json()["token"]
@@ -536,7 +539,8 @@ def test_postgres_restart_web_worker_and_beat_recover_and_no_order_is_lost(
             body = client.get(f"/api/orders/{pk}/").json()
             assert body["status"] == "delivered", body
             assert events_are_clean(body), body["events"]
-        # Nobody was restarted: each process reconnected by itself.
+        # Nobody was restarted: each process reconnected by itself, the relay released everything.
         assert web.poll() is None and all(p.poll() is None for p in celery_processes.started.values())
+        wait_until(lambda: client.get("/healthz").json()["relay"]["behind"] == 0, 10, describe)
     finally:
         stop(web)
