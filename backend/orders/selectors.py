@@ -51,7 +51,13 @@ def active_orders() -> QuerySet[Order]:
 
 
 def leg_id_for_external(provider: str, external_id: str) -> int | None:
-    """The leg of a provider's sub-order id: from the cache, else the database (then cached)."""
+    """The leg of a provider's sub-order id: from the cache, else the database (then cached).
+
+    A leg not yet sent has no external id: a blank one never matches, and neither a miss nor a blank
+    is ever cached.
+    """
+    if not external_id:
+        return None
     key = f"leg-of:{provider}:{external_id}"
     leg_id = cache.get(key)
     if leg_id is None:

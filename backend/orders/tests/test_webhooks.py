@@ -74,6 +74,17 @@ def test_unknown_sub_order_is_404(client, bueno_leg):
     assert post(client, {"id": "bno_nobody", "status": "ready"}).status_code == 404
 
 
+def test_a_blank_id_never_matches_a_sub_order_not_yet_sent(client, bueno_leg, customer, restaurants):
+    from django.core.cache import cache
+
+    unsent = factories.make_order(customer, restaurants["bueno"])  # its Bueno leg has no external id yet
+    assert unsent.legs.get().external_id == ""
+    assert post(client, {"id": "", "status": "ready"}).status_code == 404
+    assert unsent.events.count() == 1 and unsent.legs.get().status == "scheduled"
+    assert cache.get("leg-of:bueno:") is None, "a blank is never cached"
+    assert post(client, {"id": bueno_leg.external_id, "status": "preparing"}).status_code == 200
+
+
 def test_unknown_status_is_422_and_changes_nothing(client, bueno_leg):
     assert post(client, {"id": bueno_leg.external_id, "status": "quantum"}).status_code == 422
     assert bueno_leg.order.events.count() == 1
