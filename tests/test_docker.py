@@ -354,7 +354,12 @@ def test_app_services_run_our_image_and_read_env_file():
         assert "ALL" in service["cap_drop"], name
     for name in SIMULATORS:  # the simulators use neither engine: the entrypoint must not wait
         assert services[name]["environment"]["WAIT_FOR"] == "", name
-    for name in ("worker", "relay", "beat", "migrate"):  # no HTTP endpoint: the image's check has nothing to probe
+    for name in (
+        "worker",
+        "relay",
+        "beat",
+        "migrate",
+    ):  # no HTTP endpoint: the image's check has nothing to probe
         assert services[name]["healthcheck"] == {"disable": True}, name
     assert services["migrate"]["restart"] == "no"
     assert "deploy" not in services["beat"] and "scale" not in services["beat"], "beat must stay single"

@@ -1,7 +1,17 @@
 """Every write to orders goes through here: one transaction per action, one OrderEvent per change.
 
-Lock order is always Order, then its Legs, so that concurrent writers (API, poller, webhooks)
-serialise on the order row and cannot deadlock.
+Lock order, so that concurrent writers (API, operators, pollers, webhooks) queue and never deadlock:
+
+1. the order row (`_lock_order`);
+2. then, if the action writes any leg, every leg of that order in ascending id order (`_lock_legs`),
+   even to write only one of them;
+3. then anything else the action writes: the courier, new rows.
+
+The poller's batch statements write legs of many orders at once without their order rows: they lock
+their legs in ascending id order too, in the same statement (`_legs_locked_by_id`). A multi-row UPDATE
+alone would lock rows in whatever order its plan meets them. So no transaction waits for a leg while
+holding a leg with a higher id, nor for an order row while holding any leg: no cycle of waits can form.
+Claims (`legs_claim_due`) skip locked legs and never wait.
 """
 
 import logging
@@ -71,6 +81,14 @@ def _append_event(
 
 def _lock_order(order_id: int) -> Order:
     return Order.objects.select_for_update().get(pk=order_id)
+
+
+def _lock_legs(order_id: int) -> list[Leg]:
+    """Every leg of an order whose row this transaction has locked, locked in ascending id order.
+
+    PostgreSQL locks the rows of `ORDER BY ... FOR UPDATE` as they leave the sort, so in that order.
+    """
+    return list(Leg.objects.select_for_update().filter(order_id=order_id).order_by("id"))
 
 
 @transaction.atomic
@@ -159,6 +177,7 @@ def _transition(
         order.failure_reason = reason
         update_fields.append("failure_reason")
     if to_status in TERMINAL:
+        _lock_legs(order.pk)  # in id order first: an UPDATE by order_id would lock them in table order
         Leg.objects.filter(order=order).update(next_poll_at=None)
         _on_commit_notify(order.pk)
     order.save(update_fields=update_fields)
@@ -186,7 +205,7 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
     leg = Leg.objects.only("order_id", "provider").get(pk=leg_id)
     new_leg_status = map_provider_status(leg.provider, provider_status)
     order = _lock_order(leg.order_id)
-    legs = list(Leg.objects.select_for_update().filter(order=order))
+    legs = _lock_legs(order.pk)
     leg = next(candidate for candidate in legs if candidate.pk == leg_id)
 
     if order.status in TERMINAL:
@@ -341,11 +360,26 @@ def legs_claim_due(
     return leg_ids, lease_until
 
 
+def _legs_locked_by_id(leg_ids: list[int], condition: str, *params: object) -> RawSQL:
+    """Right-hand side for `id__in`: those of `leg_ids` matching `condition`, locked in ascending id order.
+
+    A batch statement's UPDATE then writes only rows it already holds (see the module docstring). The
+    lock is the one an UPDATE takes anyway (FOR NO KEY UPDATE); a row it had to wait for is checked
+    against `condition` again in its newest version, as an UPDATE's own WHERE would be.
+    """
+    return RawSQL(
+        f"SELECT id FROM {Leg._meta.db_table} WHERE id = ANY(%s::bigint[]) AND {condition}"
+        " ORDER BY id FOR NO KEY UPDATE",
+        [list(leg_ids), *params],
+    )
+
+
 def legs_reschedule(*, leg_ids: list[int], lease_until: datetime, at: datetime) -> int:
     """Set the next poll of answered legs, unless something else (a finished order) changed it meanwhile."""
     if not leg_ids:
         return 0
-    return Leg.objects.filter(id__in=id_in(leg_ids), next_poll_at=lease_until).update(next_poll_at=at)
+    leased = _legs_locked_by_id(leg_ids, "next_poll_at = %s", lease_until)
+    return Leg.objects.filter(id__in=leased).update(next_poll_at=at)
 
 
 def leg_set_external_id(*, leg_id: int, external_id: str) -> None:
@@ -357,12 +391,13 @@ def legs_set_external_ids(*, external_ids: dict[int, str]) -> int:
     """`leg_set_external_id` for a whole poll batch in one statement (thousands of creates per tick)."""
     if not external_ids:
         return 0
+    without_id = _legs_locked_by_id(list(external_ids), "external_id = ''")
     with connection.cursor() as cursor:
         cursor.execute(
             f"""UPDATE {Leg._meta.db_table} AS leg SET external_id = new.external_id, updated_at = %s
                 FROM unnest(%s::bigint[], %s::text[]) AS new(id, external_id)
-                WHERE leg.id = new.id AND leg.external_id = ''""",
-            [timezone.now(), list(external_ids), list(external_ids.values())],
+                WHERE leg.id = new.id AND leg.id IN ({without_id.sql})""",
+            [timezone.now(), list(external_ids), list(external_ids.values()), *without_id.params],
         )
         return cursor.rowcount
 
@@ -378,7 +413,8 @@ def legs_clear_failures(*, leg_ids: list[int]) -> int:
     """`leg_clear_failure` for a whole poll batch: one statement that usually matches no row."""
     if not leg_ids:
         return 0
-    return Leg.objects.filter(id__in=id_in(leg_ids), attempts__gt=0).update(
+    failing = _legs_locked_by_id(leg_ids, "attempts > 0")
+    return Leg.objects.filter(id__in=failing).update(
         attempts=0, last_error="", deadline_at=None, updated_at=timezone.now()
     )
 
@@ -394,7 +430,7 @@ def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
     """A provider call failed: log it on the leg and back off; past the leg's deadline, fail the order."""
     leg = Leg.objects.only("order_id").get(pk=leg_id)
     order = _lock_order(leg.order_id)
-    leg = Leg.objects.select_for_update().get(pk=leg_id)
+    leg = next(candidate for candidate in _lock_legs(order.pk) if candidate.pk == leg_id)
     if order.status in TERMINAL:
         return None
     now = timezone.now()
@@ -475,7 +511,7 @@ def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
     if not actor.is_staff:
         raise PermissionDenied("Only operators may retry provider calls.")
     order = _lock_order(order_id)
-    legs = list(Leg.objects.select_for_update().filter(order=order))
+    legs = _lock_legs(order.pk)
     failing = [leg for leg in legs if leg.attempts > 0 or leg.last_error]
     if order.status in {OrderStatus.DELIVERED, OrderStatus.CANCELLED}:
         raise ActionNotAllowed(f"Order #{order.pk} is {order.status}: nothing to retry.")
