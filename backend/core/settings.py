@@ -97,8 +97,10 @@ try:
     REALTIME_LOCATION_MIN_INTERVAL_SECONDS = env.float(
         "REALTIME_LOCATION_MIN_INTERVAL_SECONDS", validate=Range(min=0)
     )
-    DASHBOARD_LATE_MINUTES = env.int("DASHBOARD_LATE_MINUTES", validate=Range(min=1))
-    DASHBOARD_STUCK_MINUTES = env.int("DASHBOARD_STUCK_MINUTES", validate=Range(min=1))
+    DASHBOARD_RECENT_HOURS = env.float("DASHBOARD_RECENT_HOURS", validate=Range(min=0))
+    ALERT_LATE_MINUTES = env.int("ALERT_LATE_MINUTES", validate=Range(min=1))
+    ALERT_STUCK_MINUTES = env.dict("ALERT_STUCK_MINUTES", subcast_values=int)
+    ALERT_CHECK_SECONDS = env.int("ALERT_CHECK_SECONDS", validate=Range(min=1))
 
     _email = env.dj_email_url("EMAIL_URL")
     if "EMAIL_BACKEND" not in _email:

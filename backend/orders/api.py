@@ -13,13 +13,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, services
-from .models import Order
+from . import alerts, selectors, services
+from .models import Alert, Order
 from .serializers import (
+    AcknowledgeSerializer,
+    AlertQuerySerializer,
+    AlertSerializer,
     ConflictSerializer,
     ErrorSerializer,
     OrderCreateSerializer,
     OrderDetailSerializer,
+    OrderQuerySerializer,
     OrderSerializer,
     OverrideSerializer,
     ReasonSerializer,
@@ -107,7 +111,10 @@ class OrderListCreateView(generics.ListAPIView):
 
     def get_queryset(self) -> QuerySet[Order]:
         statuses = _parse_statuses(self.request.query_params.get("status"))
-        return selectors.order_list(user=self.request.user, statuses=statuses)
+        # A plain dict, not the QueryDict: DRF would take an empty `?q=` for an absent one.
+        filters = OrderQuerySerializer(data=self.request.query_params.dict())
+        filters.is_valid(raise_exception=True)
+        return selectors.order_list(user=self.request.user, statuses=statuses, **filters.validated_data)
 
     @extend_schema(
         parameters=[
@@ -117,7 +124,8 @@ class OrderListCreateView(generics.ListAPIView):
                 style="form",
                 explode=False,  # ?status=cooking,ready
                 description="Only orders in one of these statuses (comma-separated).",
-            )
+            ),
+            OrderQuerySerializer,
         ],
         responses={
             200: OrderSerializer,
@@ -223,3 +231,48 @@ class OrderOverrideView(_OrderActionView):
             reason=serializer.validated_data["reason"],
         )
         return self.respond(order)
+
+
+class AlertListView(generics.ListAPIView):
+    """Operators' alerts, newest first: `?open=true` for those that still need someone."""
+
+    serializer_class = AlertSerializer
+    permission_classes = [IsAdminUser]
+
+    def get_queryset(self) -> QuerySet[Alert]:
+        filters = AlertQuerySerializer(data=self.request.query_params.dict())  # `?kind=` is a 400
+        filters.is_valid(raise_exception=True)
+        return selectors.alert_list(**{k: v for k, v in filters.validated_data.items() if v is not None})
+
+    @extend_schema(
+        parameters=[AlertQuerySerializer],
+        responses={
+            200: AlertSerializer,
+            **errors(400, 401, 403),
+            404: OpenApiResponse(ErrorSerializer, description="No such page."),
+        },
+    )
+    def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class AlertAcknowledgeView(APIView):
+    """An operator takes the alert on, with an optional note; recorded in the order's history."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=AcknowledgeSerializer,
+        responses={
+            200: AlertSerializer,
+            **errors(400, 401, 403),
+            404: _ERROR_RESPONSES[404],
+            409: _ERROR_RESPONSES[409],
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        generics.get_object_or_404(Alert.objects.all(), pk=pk)
+        serializer = AcknowledgeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        alerts.alert_acknowledge(alert_id=pk, actor=request.user, note=serializer.validated_data["note"])
+        return Response(AlertSerializer(selectors.alert_list().get(pk=pk)).data)

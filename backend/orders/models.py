@@ -15,6 +15,13 @@ class Restaurant(models.Model):
         max_length=40, help_text=_("Provider module that takes this kitchen's orders.")
     )
     address = models.CharField(max_length=300)
+    sla_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "Promised delivery time of an order without an ETA; empty = the global ALERT_LATE_MINUTES."
+        ),
+    )
     is_active = models.BooleanField(default=True)
 
     class Meta:
@@ -173,6 +180,9 @@ class OrderEvent(models.Model):
         LEG = "leg.status", _("Leg status changed")
         OVERRIDE = "order.override", _("Status overridden")
         RETRY = "order.retry", _("Retried by an operator")
+        ALERT_RAISED = "alert.raised", _("Alert raised")
+        ALERT_CLEARED = "alert.cleared", _("Alert cleared")
+        ALERT_ACKNOWLEDGED = "alert.acknowledged", _("Alert acknowledged")
 
     class Source(models.TextChoices):
         API = "api", _("API")
@@ -193,6 +203,9 @@ class OrderEvent(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.TextField(blank=True)
+    alert = models.ForeignKey(
+        "Alert", on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
     at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -201,6 +214,56 @@ class OrderEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.type} order #{self.order_id}: {self.from_status} → {self.to_status}"
+
+
+class Alert(models.Model):
+    """Something about an order that needs an operator: raised by the services, cleared when the cause is
+    gone, acknowledged by an operator. Each of the three appends an OrderEvent (orders.alerts)."""
+
+    class Kind(models.TextChoices):
+        PROVIDER_FAILING = "provider_failing", _("Provider failing")
+        LATE = "late", _("Late")
+        STUCK = "stuck", _("Stuck")
+        FAILED = "failed", _("Failed")
+        CANCEL_REFUSED = "cancel_refused", _("Cancel refused")
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="alerts")
+    leg = models.ForeignKey(Leg, on_delete=models.CASCADE, null=True, blank=True, related_name="alerts")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    detail = models.TextField(blank=True, help_text=_("Why, in words an operator reads."))
+    raised_at = models.DateTimeField(default=timezone.now)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        indexes = [
+            models.Index(fields=["-raised_at"], name="alert_open", condition=Q(cleared_at__isnull=True)),
+        ]
+        constraints = [
+            # Raised once: one open alert per order, kind and leg (an order-wide alert has no leg).
+            models.UniqueConstraint(
+                fields=["order", "kind", "leg"],
+                condition=Q(cleared_at__isnull=True),
+                nulls_distinct=False,
+                name="alert_one_open_per_cause",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=["provider_failing", "late", "stuck", "failed", "cancel_refused"]),
+                name="alert_kind_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on order #{self.order_id}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.cleared_at is None
 
 
 class EventMark(models.Model):

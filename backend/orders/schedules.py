@@ -22,7 +22,14 @@ def declared_schedules() -> list[dict[str, Any]]:
             # A tick that waited longer than two intervals in the queue is stale: the next one is coming.
             "expire_seconds": interval * 2,
             "description": "Submit due kitchen/delivery legs and poll the providers of active ones.",
-        }
+        },
+        {
+            "name": "Check late and stuck orders",
+            "task": "orders.check_alerts",
+            "every": settings.ALERT_CHECK_SECONDS,
+            "expire_seconds": settings.ALERT_CHECK_SECONDS * 2,
+            "description": "Raise `late` and `stuck` alerts that only the passing of time makes true.",
+        },
     ]
 
 

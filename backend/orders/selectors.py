@@ -1,14 +1,15 @@
 """Reads: who may see which orders, and the querysets the API and realtime layers serve."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db.models import Count, Max, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from .models import Dish, Leg, Order, OrderEvent, Restaurant
+from .models import Alert, Dish, Leg, Order, OrderEvent, Restaurant
 from .status import ACTIVE, OrderStatus
 
 LEG_LOOKUP_CACHE_SECONDS = 24 * 3600
@@ -31,19 +32,77 @@ def _with_details(orders: QuerySet[Order]) -> QuerySet[Order]:
     return orders.select_related("courier").prefetch_related(
         "items__dish__restaurant",
         Prefetch("legs", queryset=Leg.objects.select_related("restaurant")),
+        open_alerts(),
     )
 
 
-def order_list(*, user: AbstractBaseUser, statuses: list[str] | None = None) -> QuerySet[Order]:
+def order_list(
+    *,
+    user: AbstractBaseUser,
+    statuses: list[str] | None = None,
+    q: str = "",
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    restaurant: int | None = None,
+    provider: str = "",
+    courier: int | None = None,
+) -> QuerySet[Order]:
+    """The orders `user` may see, filtered; newest first."""
     orders = orders_visible_to(user)
     if statuses:
         orders = orders.filter(status__in=statuses)
+    if q:
+        orders = orders.filter(_matching(q.strip()))
+    if created_after is not None:
+        orders = orders.filter(created_at__gte=created_after)
+    if created_before is not None:
+        orders = orders.filter(created_at__lt=created_before)
+    legs = Leg.objects.filter(order=OuterRef("pk"))
+    if restaurant is not None:
+        orders = orders.filter(Exists(legs.filter(restaurant_id=restaurant)))
+    if provider:
+        orders = orders.filter(Exists(legs.filter(provider=provider)))
+    if courier is not None:
+        orders = orders.filter(courier_id=courier)
     return _with_details(orders)
+
+
+def _matching(q: str) -> Q:
+    """An order number (`123`, `#123`), or text in the address, the username or a sub-order id."""
+    number = q.removeprefix("#")
+    match = (
+        Q(delivery_address__icontains=q)
+        | Q(customer__username__icontains=q)
+        | Exists(Leg.objects.filter(order=OuterRef("pk"), external_id__iexact=q))
+    )
+    if number.isdigit() and len(number) <= 18:
+        match |= Q(pk=int(number))
+    return match
+
+
+def alert_list(*, open: bool | None = None, kind: str = "", order: int | None = None) -> QuerySet[Alert]:
+    """Alerts newest first, with what their serializer reads."""
+    alerts = Alert.objects.select_related("order", "acknowledged_by")
+    if open is not None:
+        alerts = alerts.filter(cleared_at__isnull=open)
+    if kind:
+        alerts = alerts.filter(kind=kind)
+    if order is not None:
+        alerts = alerts.filter(order_id=order)
+    return alerts.order_by("-raised_at", "-id")
 
 
 def order_detail_queryset(*, user: AbstractBaseUser) -> QuerySet[Order]:
     events = OrderEvent.objects.select_related("actor").order_by("seq")
     return _with_details(orders_visible_to(user)).prefetch_related(Prefetch("events", queryset=events))
+
+
+def board_orders(orders: QuerySet[Order]) -> QuerySet[Order]:
+    """What the operators' board holds: every active order, every order with an open alert whatever its
+    age, and the orders that ended within DASHBOARD_RECENT_HOURS (so a reload keeps today's history)."""
+    recent = timezone.now() - timedelta(hours=settings.DASHBOARD_RECENT_HOURS)
+    open_alert = Alert.objects.filter(order=OuterRef("pk"), cleared_at__isnull=True)
+    return orders.filter(Q(status__in=ACTIVE) | Q(updated_at__gte=recent) | Exists(open_alert))
 
 
 def active_orders() -> QuerySet[Order]:
@@ -71,10 +130,16 @@ def leg_id_for_external(provider: str, external_id: str) -> int | None:
     return leg_id
 
 
+def open_alerts() -> Prefetch:
+    """An order's open alerts, newest first, as `order.open_alerts`."""
+    alerts = Alert.objects.filter(cleared_at__isnull=True).select_related("acknowledged_by")
+    return Prefetch("alerts", queryset=alerts.order_by("-raised_at", "-id"), to_attr="open_alerts")
+
+
 def with_payload_details(orders: QuerySet[Order]) -> QuerySet[Order]:
-    """What realtime payloads need: courier, legs with restaurants."""
+    """What realtime payloads need: courier, legs with restaurants, open alerts."""
     return orders.select_related("courier").prefetch_related(
-        Prefetch("legs", queryset=Leg.objects.select_related("restaurant").order_by("id"))
+        Prefetch("legs", queryset=Leg.objects.select_related("restaurant").order_by("id")), open_alerts()
     )
 
 

@@ -7,7 +7,7 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from .geo import geocode
-from .models import MAX_QUANTITY, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
+from .models import MAX_QUANTITY, Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
 from .status import OrderStatus
 
 MAX_ITEMS = 100
@@ -123,10 +123,75 @@ class CourierSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "phone", "lat", "lng", "location_at"]
 
 
+class AlertSerializer(serializers.ModelSerializer):
+    order_status = serializers.CharField(source="order.status", read_only=True)
+    open = serializers.BooleanField(source="is_open", read_only=True)
+    acknowledged_by = serializers.CharField(
+        source="acknowledged_by.username", read_only=True, default=None, allow_null=True
+    )
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "order",
+            "order_status",
+            "leg",
+            "kind",
+            "detail",
+            "open",
+            "raised_at",
+            "cleared_at",
+            "acknowledged_by",
+            "acknowledged_at",
+            "note",
+        ]
+        read_only_fields = fields
+
+
+class OrderAlertSerializer(AlertSerializer):
+    """An alert inside its order: the order is around it."""
+
+    class Meta(AlertSerializer.Meta):
+        fields = [name for name in AlertSerializer.Meta.fields if name not in ("order", "order_status")]
+        read_only_fields = fields
+
+
+class AlertQuerySerializer(serializers.Serializer):
+    open = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="true: open alerts only; false: cleared only.",
+    )
+    kind = serializers.ChoiceField(choices=Alert.Kind.choices, required=False, help_text="Only this kind.")
+    order = serializers.IntegerField(min_value=1, required=False, help_text="Only this order's alerts.")
+
+
+class AcknowledgeSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class OrderQuerySerializer(serializers.Serializer):
+    """The order list's filters (besides `status`)."""
+
+    q = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Order number, or part of the address, the customer's username or a provider sub-order id.",
+    )
+    created_after = serializers.DateTimeField(required=False, help_text="Placed at or after this time.")
+    created_before = serializers.DateTimeField(required=False, help_text="Placed before this time.")
+    restaurant = serializers.IntegerField(min_value=1, required=False, help_text="Has a kitchen leg here.")
+    provider = serializers.CharField(required=False, max_length=40, help_text="Has a leg at this provider.")
+    courier = serializers.IntegerField(min_value=1, required=False, help_text="Carried by this courier.")
+
+
 class OrderSerializer(serializers.ModelSerializer):
     items = OrderItemSerializer(many=True, read_only=True)
     legs = LegSerializer(many=True, read_only=True)
     courier = CourierSerializer(read_only=True, allow_null=True)
+    alerts = OrderAlertSerializer(source="open_alerts", many=True, read_only=True)
 
     class Meta:
         model = Order
@@ -142,15 +207,16 @@ class OrderSerializer(serializers.ModelSerializer):
             "updated_at",
             "items",
             "legs",
+            "alerts",
         ]
 
 
 class OrderEventSerializer(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", read_only=True, default=None)
+    actor = serializers.CharField(source="actor.username", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = OrderEvent
-        fields = ["seq", "type", "leg", "provider_status", "source", "actor", "reason", "at"]
+        fields = ["seq", "type", "leg", "alert", "provider_status", "source", "actor", "reason", "at"]
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # `from` is a Python keyword, so the two status fields are added here, after `type`.

@@ -29,8 +29,9 @@ from django.utils import timezone
 
 from realtime import broadcast
 
+from . import alerts
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
-from .models import Courier, Dish, Leg, Order, OrderEvent, OrderItem
+from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem
 from .providers import Driver
 from .status import (
     TERMINAL,
@@ -181,7 +182,7 @@ def _transition(
         Leg.objects.filter(order=order).update(next_poll_at=None)
         _on_commit_notify(order.pk)
     order.save(update_fields=update_fields)
-    return _append_event(
+    event = _append_event(
         order=order,
         type=OrderEvent.Type.OVERRIDE if override else OrderEvent.Type.STATUS,
         source=source,
@@ -192,6 +193,21 @@ def _transition(
         actor=actor,
         reason=reason,
     )
+    _follow_alerts(order, from_status, source, reason)
+    return event
+
+
+def _follow_alerts(order: Order, from_status: str, source: str, reason: str) -> None:
+    """The alerts a status change settles: progress ends `stuck`; a finished order is no longer late or
+    waiting for a provider; leaving `failed` ends `failed`; failing raises it."""
+    settled = [Alert.Kind.STUCK]
+    if order.status in TERMINAL:
+        settled += [Alert.Kind.LATE, Alert.Kind.PROVIDER_FAILING]
+    if from_status == OrderStatus.FAILED:
+        settled.append(Alert.Kind.FAILED)
+    alerts.clear_alerts(order=order, kinds=settled, source=source)
+    if order.status == OrderStatus.FAILED:
+        alerts.raise_alert(order=order, kind=Alert.Kind.FAILED, detail=reason or "Failed", source=source)
 
 
 @transaction.atomic
@@ -232,7 +248,7 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
         return _transition(
             order=order, to_status=derived, source=source, leg=leg, provider_status=provider_status
         )
-    return _append_event(
+    event = _append_event(
         order=order,
         type=OrderEvent.Type.LEG,
         source=source,
@@ -241,6 +257,8 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
         leg=leg,
         provider_status=provider_status,
     )
+    alerts.clear_alerts(order=order, kinds=[Alert.Kind.STUCK], source=source)  # a kitchen moved: progress
+    return event
 
 
 def _derived_status(legs: list[Leg]) -> OrderStatus:
@@ -404,18 +422,36 @@ def legs_set_external_ids(*, external_ids: dict[int, str]) -> int:
 
 def leg_clear_failure(*, leg_id: int) -> None:
     """The provider answered: forget past failures (writes only when there were some)."""
-    Leg.objects.filter(pk=leg_id, attempts__gt=0).update(
-        attempts=0, last_error="", deadline_at=None, updated_at=timezone.now()
-    )
+    legs_clear_failures(leg_ids=[leg_id])
 
 
 def legs_clear_failures(*, leg_ids: list[int]) -> int:
-    """`leg_clear_failure` for a whole poll batch: one statement that usually matches no row."""
+    """The providers answered: forget the legs' past failures and clear their `provider_failing` alerts.
+
+    One statement for a whole poll batch, which usually matches no row; each leg that was failing then
+    clears its alert in a transaction of its own.
+    """
     if not leg_ids:
         return 0
     failing = _legs_locked_by_id(leg_ids, "attempts > 0")
-    return Leg.objects.filter(id__in=failing).update(
-        attempts=0, last_error="", deadline_at=None, updated_at=timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {Leg._meta.db_table}
+                SET attempts = 0, last_error = '', deadline_at = NULL, updated_at = %s
+                WHERE id IN ({failing.sql}) RETURNING id, order_id""",
+            [timezone.now(), *failing.params],
+        )
+        recovered = cursor.fetchall()
+    for leg_id, order_id in sorted(recovered):
+        _leg_recovered(order_id=order_id, leg_id=leg_id)
+    return len(recovered)
+
+
+@transaction.atomic
+def _leg_recovered(*, order_id: int, leg_id: int) -> None:
+    order = _lock_order(order_id)
+    alerts.clear_alerts(
+        order=order, kinds=[Alert.Kind.PROVIDER_FAILING], leg_id=leg_id, source=OrderEvent.Source.POLL
     )
 
 
@@ -440,9 +476,17 @@ def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
     leg.next_poll_at = now + _backoff(leg.attempts)
     leg.save(update_fields=["attempts", "last_error", "deadline_at", "next_poll_at", "updated_at"])
     logger.warning("Leg %s (%s) failed attempt %d: %s", leg.pk, leg.provider, leg.attempts, error)
-    if now < leg.deadline_at:
-        return None
     target = leg.restaurant.name if leg.restaurant_id else "delivery"
+    if now < leg.deadline_at:
+        detail = f"{leg.provider.title()} ({target}) failing: {error} (attempt {leg.attempts})"
+        alerts.raise_alert(
+            order=order,
+            kind=Alert.Kind.PROVIDER_FAILING,
+            leg=leg,
+            detail=detail,
+            source=OrderEvent.Source.SYSTEM,
+        )
+        return None
     reason = f"{leg.provider} ({target}) failing for {leg.attempts} attempts, last error: {error}"
     return _transition(
         order=order,
@@ -525,7 +569,7 @@ def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
     Leg.objects.bulk_update(legs, ["attempts", "last_error", "deadline_at", "next_poll_at"])
     _on_commit_submit(order.pk)
     if order.status != OrderStatus.FAILED:
-        return _append_event(
+        event = _append_event(
             order=order,
             type=OrderEvent.Type.RETRY,
             source=OrderEvent.Source.OPERATOR,
@@ -534,10 +578,14 @@ def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
             actor=actor,
             reason="retry",
         )
+        alerts.clear_alerts(
+            order=order, kinds=[Alert.Kind.PROVIDER_FAILING], source=OrderEvent.Source.OPERATOR
+        )
+        return event
     from_status, order.status, order.failure_reason = order.status, _derived_status(legs), ""
     order.save(update_fields=["status", "failure_reason", "updated_at"])
     logger.info("Order %s retried by %s: %s → %s", order.pk, actor, from_status, order.status)
-    return _append_event(
+    event = _append_event(
         order=order,
         type=OrderEvent.Type.RETRY,
         source=OrderEvent.Source.OPERATOR,
@@ -546,3 +594,7 @@ def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
         actor=actor,
         reason="retry",
     )
+    alerts.clear_alerts(
+        order=order, kinds=[Alert.Kind.PROVIDER_FAILING, Alert.Kind.FAILED], source=OrderEvent.Source.OPERATOR
+    )
+    return event

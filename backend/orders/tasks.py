@@ -9,7 +9,7 @@ from smtplib import SMTPException
 
 from celery import shared_task
 
-from . import notifications, polling
+from . import alerts, notifications, polling
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +19,12 @@ def poll_due_legs() -> dict:
     """The beat tick: poll every due leg. Overlapping ticks take disjoint legs (SKIP LOCKED claims)."""
     report = polling.poll_due_legs()
     return asdict(report)
+
+
+@shared_task(name="orders.check_alerts", ignore_result=True, soft_time_limit=60, time_limit=90)
+def check_alerts() -> dict:
+    """The beat check of the alerts only time raises: late and stuck orders."""
+    return asdict(alerts.check_time_alerts())
 
 
 @shared_task(name="orders.submit_order", ignore_result=True, soft_time_limit=60, time_limit=90)

@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.db.models import prefetch_related_objects
 
 from orders import selectors
 from orders.models import Courier, Order, OrderEvent
@@ -59,6 +60,7 @@ def publish_released(events: list[OrderEvent]) -> None:
         order.pk: order
         for order in selectors.with_payload_details(Order.objects.filter(pk__in={e.order_id for e in events}))
     }
+    prefetch_related_objects(events, "alert__acknowledged_by")  # alert events carry their alert
     by_group: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for event in events:
         order = orders.get(event.order_id)

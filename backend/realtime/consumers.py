@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import QuerySet, prefetch_related_objects
 
 from orders import relay, selectors, services
 from orders.models import Courier, Order, OrderEvent
@@ -64,6 +65,7 @@ class Stream:
     groups: list[str]
     visible: Callable[[], QuerySet[Order]]
     only_active: bool = True
+    board: bool = False  # the operators' board: active orders, open alerts, today's finished ones
     share_key: str = ""  # streams with the same key see the same orders and may share a snapshot
     order_seqs: dict[int, int] = field(default_factory=dict)
 
@@ -79,7 +81,9 @@ class Stream:
     def _render_snapshot(self) -> Snapshot:
         seq = relay.released_seq()  # first: the orders read next hold every event up to it
         orders = self.visible()
-        if self.only_active:
+        if self.board:
+            orders = selectors.board_orders(orders)
+        elif self.only_active:
             orders = orders.filter(status__in=ACTIVE)
         rows = [
             payloads.order_payload(order, seq=order.last_seq or 0)
@@ -101,6 +105,7 @@ class Stream:
         )
         if len(events) > limit:
             return None
+        prefetch_related_objects(events, "alert__acknowledged_by")  # alert events carry their alert
         orders = {
             order.pk: order
             for order in selectors.with_payload_details(
@@ -245,7 +250,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if not self.open:
             return
         if self.live:
-            await self.send(text_data=text)
+            await self._send(text)
         else:
             self.held_locations.update((courier["id"], courier) for courier in couriers)
 
@@ -261,18 +266,25 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _send_batch(self, batch: hub.EventBatch) -> None:
         if batch.first_seq > max(self.high, self.filter_upto):
             self.high = batch.last_seq
-            await self.send(text_data=batch.text)  # the common case: no per-event work for this socket
+            await self._send(batch.text)  # the common case: no per-event work for this socket
             return
         texts = [text for seq, order_id, text in batch.items if self._is_new(seq, order_id)]
         self.high = max(self.high, batch.last_seq)
         if len(texts) == len(batch.items):
-            await self.send(text_data=batch.text)
+            await self._send(batch.text)
         elif texts:
             await self._send_events(texts)
 
+    async def _send(self, text: str) -> None:
+        """Send a frame from the hub; a client that just left is not an error (disconnect() comes next)."""
+        try:
+            await self.send(text_data=text)
+        except Disconnected:
+            self.open = False
+
     async def _send_events(self, texts: list[str]) -> None:
         # The events are JSON already (rendered once by the publisher): join, don't re-encode.
-        await self.send(text_data='{"type":"events","events":[' + ",".join(texts) + "]}")
+        await self._send('{"type":"events","events":[' + ",".join(texts) + "]}")
 
     # --- frames from the client ---------------------------------------------------------------------------
 
@@ -330,7 +342,9 @@ class OperatorsConsumer(LiveConsumer):
     def authorize(self, user: Any) -> Stream | None:
         if not user.is_staff:
             return None
-        return Stream(groups=[broadcast.OPERATORS], visible=Order.objects.all, share_key="operators")
+        return Stream(
+            groups=[broadcast.OPERATORS], visible=Order.objects.all, board=True, share_key="operators"
+        )
 
 
 class CourierConsumer(LiveConsumer):

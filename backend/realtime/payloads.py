@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from orders.geo import geocode
-from orders.models import Courier, Order, OrderEvent
+from orders.models import Alert, Courier, Order, OrderEvent
 
 
 class CourierPayload(TypedDict):
@@ -17,6 +17,18 @@ class CourierPayload(TypedDict):
     lat: float | None
     lng: float | None
     at: str | None
+
+
+class AlertPayload(TypedDict):
+    id: int
+    kind: str
+    leg: int | None
+    detail: str
+    raised_at: str
+    cleared_at: str | None
+    acknowledged_by: str | None
+    acknowledged_at: str | None
+    note: str
 
 
 class OrderPayload(TypedDict):
@@ -33,6 +45,7 @@ class OrderPayload(TypedDict):
     courier: CourierPayload | None
     failure_reason: str
     legs: list[dict[str, Any]]
+    alerts: list[AlertPayload]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -49,8 +62,23 @@ def courier_payload(courier: Courier) -> CourierPayload:
     }
 
 
+def alert_payload(alert: Alert) -> AlertPayload:
+    return {
+        "id": alert.pk,
+        "kind": alert.kind,
+        "leg": alert.leg_id,
+        "detail": alert.detail,
+        "raised_at": alert.raised_at.isoformat(),
+        "cleared_at": _iso(alert.cleared_at),
+        "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by_id else None,
+        "acknowledged_at": _iso(alert.acknowledged_at),
+        "note": alert.note,
+    }
+
+
 def order_payload(order: Order, seq: int) -> OrderPayload:
-    """An order as clients see it; `seq` is its last event they hold. Expects legs and couriers loaded."""
+    """An order as clients see it; `seq` is its last event they hold. Expects legs, couriers and open
+    alerts loaded (orders.selectors.with_payload_details)."""
     legs = list(order.legs.all())
     restaurants = [leg.restaurant for leg in legs if leg.restaurant_id]
     return {
@@ -82,12 +110,14 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
             }
             for leg in legs
         ],
+        "alerts": [alert_payload(alert) for alert in order.open_alerts],
     }
 
 
 def event_payload(event: OrderEvent, order: OrderPayload) -> dict[str, Any]:
+    """An event with its order. Alert events also carry their alert (expects `event.alert` loaded)."""
     # seq, type and at come first: load tools read them without parsing the whole frame.
-    return {
+    payload = {
         "seq": event.seq,
         "type": event.type,
         "at": event.at.isoformat(),
@@ -96,8 +126,12 @@ def event_payload(event: OrderEvent, order: OrderPayload) -> dict[str, Any]:
         "source": event.source,
         "provider_status": event.provider_status,
         "reason": event.reason,
+        "leg": event.leg_id,
         "order": order,
     }
+    if event.alert_id is not None:
+        payload["alert"] = alert_payload(event.alert)
+    return payload
 
 
 def dumps(payload: Any) -> str:

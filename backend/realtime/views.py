@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from orders import selectors
+from orders.models import Alert, Courier
 from orders.status import PIPELINE, OrderStatus
 
 
@@ -14,14 +15,19 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if not request.user.is_staff:
         latest = selectors.orders_visible_to(request.user).order_by("-created_at").first()
         return render(request, "operators_only.html", {"latest": latest}, status=403)
+    columns = [*PIPELINE, OrderStatus.FAILED, OrderStatus.CANCELLED]
     context = {
-        "columns": [*PIPELINE, OrderStatus.FAILED, OrderStatus.CANCELLED],
+        "columns": columns,
+        # Finished columns fold into their counters on a narrow screen.
+        "terminal_columns": [OrderStatus.DELIVERED, OrderStatus.FAILED, OrderStatus.CANCELLED],
         "status_labels": dict(OrderStatus.choices),
+        "alert_labels": dict(Alert.Kind.choices),
+        "providers": sorted(settings.PROVIDERS),
+        "couriers": Courier.objects.order_by("name").values("id", "name"),
         "config": {
             "wsPath": "/ws/operators/",
-            "lateMinutes": settings.DASHBOARD_LATE_MINUTES,
-            "stuckMinutes": settings.DASHBOARD_STUCK_MINUTES,
-            "statuses": [status.value for status in (*PIPELINE, OrderStatus.FAILED, OrderStatus.CANCELLED)],
+            "recentHours": settings.DASHBOARD_RECENT_HOURS,
+            "statuses": [status.value for status in columns],
         },
     }
     return render(request, "dashboard.html", context)
