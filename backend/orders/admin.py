@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .models import Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
+from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
 
 
 class DishInline(admin.TabularInline):
@@ -13,7 +13,7 @@ class DishInline(admin.TabularInline):
 
 @admin.register(Restaurant)
 class RestaurantAdmin(admin.ModelAdmin):
-    list_display = ["name", "provider", "address", "is_active"]
+    list_display = ["name", "provider", "address", "sla_minutes", "is_active"]
     list_filter = ["provider", "is_active"]
     search_fields = ["name", "address"]
     inlines = [DishInline]
@@ -144,6 +144,25 @@ class OrderEventAdmin(admin.ModelAdmin):
     search_fields = ["order__id", "reason", "provider_status"]
     list_select_related = ["order", "actor"]
     date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """Read-only: alerts are raised, cleared and acknowledged by the services (the board and the API)."""
+
+    list_display = ["id", "order", "kind", "detail", "raised_at", "cleared_at", "acknowledged_by"]
+    list_filter = ["kind", ("cleared_at", admin.EmptyFieldListFilter)]
+    search_fields = ["order__id", "detail", "note"]
+    list_select_related = ["order", "acknowledged_by"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

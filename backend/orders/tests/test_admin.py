@@ -6,7 +6,7 @@ from orders.tests import factories
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["restaurant", "dish", "courier", "order", "leg", "orderevent"]
+PAGES = ["restaurant", "dish", "courier", "order", "leg", "orderevent", "alert"]
 
 
 @pytest.fixture
@@ -46,3 +46,17 @@ def test_event_history_is_read_only(admin_client):
 def test_customers_are_kept_out(client, customer):
     client.force_login(customer)
     assert client.get("/admin/orders/order/").status_code == 302
+
+
+def test_alerts_are_read_only_in_the_admin(admin_client):
+    from orders import alerts
+    from orders.models import Alert
+
+    order = Order.objects.get()
+    alert = alerts.raise_alert(order=order, kind=Alert.Kind.LATE, detail="Late 5 min", source="system")
+    assert b"Late 5 min" in admin_client.get("/admin/orders/alert/").content
+    assert admin_client.get("/admin/orders/alert/add/").status_code == 403
+    change = admin_client.post(f"/admin/orders/alert/{alert.pk}/change/", {"kind": "stuck", "detail": "x"})
+    assert change.status_code == 403
+    alert.refresh_from_db()
+    assert (alert.kind, alert.detail) == ("late", "Late 5 min")
