@@ -15,10 +15,11 @@ from django.db.models import Max
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from orders.models import Order, OrderEvent
+from orders.alerts import check_time_alerts
+from orders.models import Alert, Order, OrderEvent
 from orders.tests import factories
 
-from .conftest import in_thread
+from .conftest import VIEWPORT, in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -79,9 +80,41 @@ BOARD_STATE = """
 () => ({
   cards: Object.fromEntries([...document.querySelectorAll('[data-testid^="card-"]')]
     .map((card) => [card.dataset.orderId, card.dataset.status])),
-  counters: Object.fromEntries([...document.querySelectorAll('[data-testid^="counter-"]')]
-    .map((counter) => [counter.dataset.testid.slice(8), Number(counter.textContent)])),
+  counters: Object.fromEntries(
+    [...document.querySelectorAll('[data-testid^="counter-"]')].map((counter) =>
+      [counter.dataset.testid.slice(8), Number(counter.dataset.total ?? counter.textContent)])
+  ),
 })
+"""
+
+# Installed before any page script: a Notification API that records what the page shows, with a
+# permission the "user" grants on request and that lasts for the browser context (like a real one).
+FAKE_NOTIFICATIONS = """
+(() => {
+  const shown = [];
+  window.__notifications = shown;
+  class FakeNotification {
+    static get permission() { return localStorage.getItem('test.permission') || 'default'; }
+    static async requestPermission() { localStorage.setItem('test.permission', 'granted'); return 'granted'; }
+    constructor(title, options = {}) { shown.push({ title, body: options.body }); }
+    close() {}
+  }
+  window.Notification = FakeNotification;
+})();
+"""
+
+# How the page fits the window: horizontal and vertical page scroll, and whether the dashboard's own
+# area (which scrolls as a fallback) has to.
+LAYOUT = """
+() => {
+  const root = document.documentElement;
+  const main = document.querySelector('main');
+  return {
+    scrollWidth: root.scrollWidth, width: window.innerWidth,
+    scrollHeight: root.scrollHeight, height: window.innerHeight,
+    mainOverflow: main.scrollHeight - main.clientHeight,
+  };
+}
 """
 
 
@@ -212,11 +245,18 @@ def test_operator_dashboard_is_live_resumes_and_acts(world, page, rest, live_sta
 
     card(page, second).click()
     page.get_by_test_id("cancel-button").click()
+    # The dialog says what will happen: the kitchen that has the order is asked, and may refuse.
+    expect(page.get_by_role("dialog")).to_contain_text("Pasta Fabbrica (Melange)")
+    expect(page.get_by_role("dialog")).to_contain_text("Cancel refused")
     page.get_by_role("dialog").locator("textarea").fill("Customer called to cancel")
     page.get_by_test_id("confirm-yes").click()
     expect(card(page, second)).to_have_attribute("data-status", "cancelled")
     expect(drawer.locator('[data-role="status"]')).to_have_text("Cancelled")
     expect(drawer.get_by_test_id("drawer-timeline")).to_contain_text("Customer called to cancel")
+    # The kitchen's leg says where asking its provider to cancel stands.
+    expect(drawer.get_by_test_id("leg-cancel-status")).to_have_text(
+        re.compile(r"Cancel (requested|confirmed)")
+    )
     assert db_status(second) == "cancelled"
     page.keyboard.press("Escape")
 
@@ -234,10 +274,19 @@ def test_operator_dashboard_is_live_resumes_and_acts(world, page, rest, live_sta
     expect(page.get_by_test_id("drawer-error")).to_be_hidden()
     page.keyboard.press("Escape")
 
-    # 5. Filters: by order id, by status, by restaurant.
-    page.get_by_test_id("filter-order").fill(str(first))
+    # 5. Filters: by order number, by status, by restaurant; the counters follow them.
+    search = page.get_by_test_id("filter-q")
+    search.fill(f"#{first}")
     expect(page.locator('[data-testid^="card-"]:visible')).to_have_count(1)
-    page.get_by_test_id("filter-order").fill("")
+    expect(page.get_by_test_id("counter-delivered")).to_have_text("1 of 1")
+    expect(page.get_by_test_id("counter-cancelled")).to_have_text("0 of 1")
+    expect(page.get_by_test_id("filter-summary")).to_have_text("Showing 1 of 3 orders")
+    shown_activity = "[...document.querySelectorAll('[data-testid=activity] li')].filter((li) => !li.hidden)"
+    feed = page.evaluate(f"{shown_activity}.map((li) => li.dataset.orderId)")
+    assert feed and set(feed) == {str(first)}, feed  # the activity feed follows the filters
+    expect(page.locator('[data-testid="map"] .map-destination')).to_have_count(0)  # so does the map
+    search.fill("")
+    expect(page.locator('[data-testid="map"] .map-destination')).to_have_count(1)  # the third order
     page.get_by_test_id("filter-status").select_option("cancelled")
     expect(page.get_by_test_id("column-delivered")).to_be_hidden()
     expect(page.locator('[data-testid^="card-"]:visible')).to_have_count(1)
@@ -246,22 +295,20 @@ def test_operator_dashboard_is_live_resumes_and_acts(world, page, rest, live_sta
     expect(page.locator('[data-testid^="card-"]:visible')).to_have_count(1)  # only the first order
     page.get_by_test_id("filter-restaurant").select_option("")
     expect(page.locator('[data-testid^="card-"]:visible')).to_have_count(3)
+    expect(page.get_by_test_id("counter-delivered")).to_have_text("1")
 
-    # 6. The screenshot for the README: orders caught across the board, one late, one failed.
+    # 6. The screenshot for the README, on a 1920×1080 screen: orders across the board, and above them
+    # what needs an operator: a failed order, a late one (acknowledged), a kitchen whose provider is down.
+    page.set_viewport_size({"width": 1920, "height": 1080})
     for name, step in (("melange", 2.5), ("bueno", 3), ("uklon", 5)):
         providers[name].configure(step_seconds=step)
     failed = create_order(customer, [dishes["Bueno"]], ADDRESSES[3])
     operator.post(f"/api/orders/{failed}/override/", json={"status": "failed", "reason": "Kitchen closed"})
     later = (timezone.now() + timedelta(hours=2)).isoformat()
     scheduled = create_order(customer, [dishes["Sushi Nord"], dishes["Melange"]], ADDRESSES[4], eta=later)
-    late = create_order(customer, [dishes["Melange"]], ADDRESSES[5])
-    # 52 minutes old: the next event carries the new created_at, so the card turns late.
-    in_thread(lambda: Order.objects.filter(pk=late).update(created_at=timezone.now() - timedelta(minutes=52)))
     for index, name in enumerate(["Pasta Fabbrica", "Bueno", "Melange", "Sushi Nord", "Pasta Fabbrica"]):
         create_order(customer, [dishes[name]], ADDRESSES[(6 + index) % len(ADDRESSES)])
         page.wait_for_timeout(2000)
-    expect(card(page, late)).to_have_class(re.compile(r"\bis-late\b"))
-    expect(card(page, late).locator(".badge-late")).to_have_text("Late")
     wanted = {"scheduled", "cooking", "courier_search", "delivering", "delivered", "failed", "cancelled"}
 
     def spread() -> bool:
@@ -269,19 +316,236 @@ def test_operator_dashboard_is_live_resumes_and_acts(world, page, rest, live_sta
         return all(counts[status] for status in wanted)
 
     wait_until(page, spread, 20, "orders spread over the board")
+    lane = page.get_by_test_id("attention")
+    expect(lane.locator(f'[data-kind="failed"][data-order-id="{failed}"]')).to_contain_text("Kitchen closed")
+
+    # Placed 52 minutes ago, no ETA: past the 45-minute promise. The check beat runs every
+    # ALERT_CHECK_SECONDS is run here and now.
+    late = create_order(customer, [dishes["Melange"]], ADDRESSES[5])
+    in_thread(lambda: Order.objects.filter(pk=late).update(created_at=timezone.now() - timedelta(minutes=52)))
+    in_thread(check_time_alerts)
+    late_entry = lane.locator(f'[data-kind="late"][data-order-id="{late}"]')
+    expect(late_entry).to_contain_text("Late")
+    expect(card(page, late).locator(".badge-late")).to_have_text("Late")
+    late_alert = in_thread(lambda: Alert.objects.get(order_id=late, kind="late").pk)
+    response = operator.post(f"/api/alerts/{late_alert}/acknowledge/", json={"note": "Customer informed"})
+    assert response.status_code == 200, response.text
+    expect(late_entry).to_have_class(re.compile(r"\bis-acknowledged\b"))
+    expect(late_entry).to_contain_text("Acknowledged by olena")
+
+    providers["bueno"].configure(error_rate=1.0)  # Bueno goes down: Sushi Nord's next order cannot be placed
+    stranded = create_order(customer, [dishes["Sushi Nord"]], ADDRESSES[7])
+    expect(lane.locator(f'[data-kind="provider_failing"][data-order-id="{stranded}"]')).to_contain_text(
+        "Sushi Nord (Bueno) is failing"
+    )
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.mouse.move(0, 0)
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
 
-    # 7. Ukrainian: the language switcher posts to /i18n/setlang/ and the page comes back translated.
+    # 7. The layout: 1920×1080 is used without a page scroll and the chart stays smaller than the board;
+    # at 1280×720 nothing scrolls sideways: the finished columns fold into their counters.
+    layout = page.evaluate(LAYOUT)
+    assert layout["scrollHeight"] <= layout["height"] and layout["mainOverflow"] <= 0, layout
+    assert layout["scrollWidth"] <= layout["width"], layout
+    board_box = page.get_by_test_id("board").bounding_box()
+    chart_box = page.get_by_test_id("chart").bounding_box()
+    assert chart_box["height"] < board_box["height"] and chart_box["width"] < board_box["width"] / 2
+    page.set_viewport_size({"width": 1280, "height": 720})
+    layout = page.evaluate(LAYOUT)
+    assert layout["scrollWidth"] <= layout["width"], layout
+    for status in ("delivered", "failed", "cancelled"):
+        expect(page.get_by_test_id(f"counter-{status}")).to_be_visible()
+        assert page.get_by_test_id(f"column-{status}").bounding_box()["width"] < 60
+    expect(card(page, failed)).to_be_hidden()
+    page.get_by_test_id("expand-failed").click()
+    expect(card(page, failed)).to_be_visible()
+    assert page.evaluate(LAYOUT)["scrollWidth"] <= 1280
+    providers["bueno"].configure(error_rate=0)
+    page.set_viewport_size(VIEWPORT)
+
+    # 8. Ukrainian: the language switcher posts to /i18n/setlang/ and the page comes back translated,
+    # provider codes included.
     page.get_by_test_id("lang-uk").click()
     expect(page.locator("html")).to_have_attribute("lang", "uk")
     expect(page.locator("#column-title-cooking")).to_have_text("Готується")
     expect(page.get_by_test_id("filter-status").locator("option").first).to_have_text("Усі статуси")
     expect(indicator).to_have_attribute("data-state", "connected")
     expect(indicator).to_have_text("Наживо")
-    expect(card(page, scheduled).locator(".card-age")).to_contain_text("хв")
+    expect(card(page, scheduled).locator(".card-due")).to_contain_text("через")
+    expect(page.get_by_test_id("attention")).to_contain_text("Потребує уваги")
+    # A provider update names its kitchen (and provider) or the courier, and the provider's code in words.
+    named = re.compile(r"(Melange|Bueno|Sushi Nord|Pasta Fabbrica|Кур’єр)( \(\w+\))?: [а-яіїєґ’ ]+$")
+    provider_update = page.locator('[data-testid="activity"] .type-leg-status', has_text=named)
+    expect(provider_update.first).to_be_attached(timeout=20_000)
+    for code in ("handed_over", "not started", "preparing", "cooked", "finished"):
+        expect(page.get_by_test_id("activity")).not_to_contain_text(code)
+
+
+def test_failing_provider_alert_is_acknowledged_and_clears(world, page, rest, live_stack):
+    """A kitchen's provider answers 500: the order lands in "Needs attention" within seconds, with a
+    badge on its card and a desktop notification for the operator who asked for them; it is
+    acknowledged from the lane, stays (quieter) while the provider is down, and goes once it answers."""
+    melange = live_stack.providers["melange"]
+    dishes = dishes_of(world)
+    customer = rest(world.customer_token)
+    page.add_init_script(FAKE_NOTIFICATIONS)
+    log_in(page, "olena")
+    lane = page.get_by_test_id("attention")
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "connected")
+    expect(page.get_by_test_id("attention-count")).to_have_text("0")
+    desktop = page.get_by_test_id("alert-desktop")
+    desktop.click()  # the browser asks for permission on this click, and only then
+    expect(desktop).to_have_attribute("aria-pressed", "true")
+
+    melange.configure(error_rate=1.0)
+    order_id = create_order(customer, [dishes["Pasta Fabbrica"]], ADDRESSES[0])
+    entry = lane.locator(f'[data-kind="provider_failing"][data-order-id="{order_id}"]')
+    expect(entry).to_contain_text("Pasta Fabbrica (Melange) is failing", timeout=10_000)
+    expect(entry).to_contain_text("500")  # the server's detail: what the provider answered
+    expect(page.get_by_test_id("attention-count")).to_have_text("1")
+    expect(card(page, order_id).locator(".badge-provider_failing")).to_have_text("Provider failing")
+    wait_until(page, lambda: page.evaluate("window.__notifications.length") == 1, 5, "one notification")
+    notification = page.evaluate("window.__notifications[0]")
+    assert f"#{order_id}" in notification["title"], notification
+    assert "Pasta Fabbrica (Melange)" in notification["body"], notification
+
+    # A reload shows the alert again (the snapshot has it) but does not announce it as new.
+    page.reload()
+    expect(entry).to_be_visible()
+    expect(desktop).to_have_attribute("aria-pressed", "true")  # the choice is remembered
+    page.wait_for_timeout(1000)
+    assert page.evaluate("window.__notifications.length") == 0
+
+    # The order number opens the drawer, which lists the alert too.
+    entry.locator(".attention-order").click()
+    drawer = page.get_by_test_id("drawer")
+    expect(drawer.get_by_test_id("drawer-alerts")).to_contain_text("Provider failing")
+    page.keyboard.press("Escape")
+
+    entry.get_by_test_id("acknowledge").click()
+    dialog = page.get_by_test_id("acknowledge-dialog")
+    expect(dialog).to_contain_text("Pasta Fabbrica (Melange) is failing")
+    dialog.get_by_test_id("acknowledge-note").fill("Called Melange: their API is down")
+    dialog.get_by_test_id("acknowledge-confirm").click()
+    expect(dialog).to_be_hidden()
+    expect(entry).to_have_class(re.compile(r"\bis-acknowledged\b"))
+    expect(entry).to_contain_text("Acknowledged by olena")
+    expect(entry).to_contain_text("Called Melange: their API is down")
+    expect(page.get_by_test_id("attention-count")).to_have_text("0")
+    alert = in_thread(lambda: Alert.objects.select_related("acknowledged_by").get(order_id=order_id))
+    assert alert.acknowledged_by.username == "olena" and alert.cleared_at is None
+
+    # The provider answers again: the server clears the alert, and the lane lets it go.
+    melange.configure(error_rate=0)
+    expect(entry).to_have_count(0, timeout=45_000)  # at the leg's next retry (exponential backoff)
+    expect(card(page, order_id)).not_to_have_attribute("data-status", "scheduled")
+    expect(card(page, order_id).locator(".badge")).to_have_count(0)
+    assert in_thread(lambda: Alert.objects.get(pk=alert.pk).cleared_at) is not None
+
+
+def test_reload_filters_search_and_history(world, page, rest, live_stack):
+    """A reload keeps today's finished orders, failures of any age and the filters (they live in the URL);
+    the search finds orders that are no longer on the board, and History lists and opens any order."""
+    dishes = dishes_of(world)
+    customer = rest(world.customer_token)
+    operator = rest(world.operator_token)
+    delivered = create_order(customer, [dishes["Melange"]], ADDRESSES[0])
+    later = (timezone.now() + timedelta(hours=3)).isoformat()
+    cancelled = create_order(customer, [dishes["Bueno"]], ADDRESSES[1], eta=later)
+    failed = create_order(customer, [dishes["Sushi Nord"]], ADDRESSES[2], eta=later)
+    old_failure = create_order(customer, [dishes["Pasta Fabbrica"]], ADDRESSES[3], eta=later)
+    old_delivered = create_order(customer, [dishes["Pasta Fabbrica"]], "Khreshchatyk St, 1", eta=later)
+    assert (
+        operator.post(f"/api/orders/{cancelled}/cancel/", json={"reason": "Changed mind"}).status_code == 200
+    )
+    for order_id in (failed, old_failure):
+        response = operator.post(
+            f"/api/orders/{order_id}/override/", json={"status": "failed", "reason": "No stock"}
+        )
+        assert response.status_code == 200, response.text
+    response = operator.post(
+        f"/api/orders/{old_delivered}/override/", json={"status": "delivered", "reason": "Test"}
+    )
+    assert response.status_code == 200, response.text
+    wait_until(page, lambda: db_status(delivered) == "delivered", 30, "the first order delivered")
+    # Two of them ended days ago: the failure still has its open alert, the delivered one has nothing.
+    days_ago = timezone.now() - timedelta(days=3)
+    in_thread(
+        lambda: Order.objects.filter(pk__in=[old_failure, old_delivered]).update(
+            created_at=days_ago, updated_at=days_ago
+        )
+    )
+
+    log_in(page, "olena")
+    for _ in range(2):  # the first load, then a reload: the same board
+        for order_id, status in ((delivered, "delivered"), (cancelled, "cancelled"), (failed, "failed")):
+            expect(card(page, order_id)).to_have_attribute("data-status", status)
+        expect(card(page, old_failure)).to_have_attribute("data-status", "failed")  # its alert is open
+        expect(card(page, old_delivered)).to_have_count(0)  # ended days ago: History has it
+        expect(page.get_by_test_id("attention").locator(f'[data-order-id="{old_failure}"]')).to_be_visible()
+        page.reload()
+
+    # Filters and their counters; a reload keeps them, the URL carries them.
+    page.get_by_test_id("filter-provider").select_option("bueno")
+    expect(page.get_by_test_id("counter-cancelled")).to_have_text("1 of 1")
+    expect(page.get_by_test_id("counter-failed")).to_have_text("1 of 2")
+    expect(page.get_by_test_id("counter-delivered")).to_have_text("0 of 1")
+    expect(page.get_by_test_id("filter-summary")).to_have_text("Showing 2 of 4 orders")
+    page.get_by_test_id("filter-q").fill("Volodymyrska")
+    expect(page.get_by_test_id("counter-cancelled")).to_have_text("1 of 1")
+    expect(page.get_by_test_id("counter-failed")).to_have_text("0 of 2")
+    wait_until(
+        page, lambda: "q=Volodymyrska" in page.url and "provider=bueno" in page.url, 5, "filters in the URL"
+    )
+    page.reload()
+    expect(page.get_by_test_id("filter-q")).to_have_value("Volodymyrska")
+    expect(page.get_by_test_id("filter-provider")).to_have_value("bueno")
+    expect(page.get_by_test_id("counter-cancelled")).to_have_text("1 of 1")
+    expect(page.get_by_test_id("counter-failed")).to_have_text("0 of 2")
+
+    # What cannot be used is said, not ignored: a link with an unknown status, a malformed number.
+    page.goto("/?status=lost&q=%23abc")
+    errors = page.get_by_test_id("filter-errors")
+    expect(errors).to_contain_text("There is no status “lost”")
+    expect(errors).to_contain_text("“#abc” is not an order number")
+    expect(page.get_by_test_id("filter-q")).to_have_attribute("aria-invalid", "true")
+    page.get_by_test_id("clear-filters").click()
+    expect(errors).to_be_hidden()
+    expect(page.get_by_test_id("filter-summary")).to_have_text("4 orders on the board")
+
+    # The search box asks the API when the board has no match: an order that ended days ago.
+    page.get_by_test_id("filter-q").fill(f"#{old_delivered}")
+    lookup = page.get_by_test_id("search-lookup")
+    expect(lookup).to_contain_text("No order on the board matches")
+    lookup.get_by_test_id(f"lookup-{old_delivered}").click()
+    drawer = page.get_by_test_id("drawer")
+    expect(drawer.locator('[data-role="title"]')).to_have_text(f"Order #{old_delivered}")
+    expect(drawer.locator('[data-role="status"]')).to_have_text("Delivered")
+    expect(drawer.get_by_test_id("drawer-timeline")).to_contain_text("Test")  # the override's reason
+    page.keyboard.press("Escape")
+
+    # History: every order, server-paged, the same filters; a row opens the drawer.
+    page.get_by_test_id("clear-filters").click()
+    page.get_by_test_id("view-history").click()
+    history = page.get_by_test_id("history")
+    expect(history.locator("tbody tr")).to_have_count(5)
+    expect(history.get_by_test_id("history-summary")).to_contain_text("of 5 orders")
+    page.get_by_test_id("filter-q").fill("Khreshchatyk")
+    expect(history.locator("tbody tr")).to_have_count(1)
+    page.get_by_test_id("filter-to").fill((timezone.localdate() - timedelta(days=1)).isoformat())
+    expect(history.get_by_test_id(f"history-row-{old_delivered}")).to_be_visible()  # placed 3 days ago
+    assert "view=history" in page.url and "q=Khreshchatyk" in page.url
+    page.reload()
+    expect(history.get_by_test_id(f"history-row-{old_delivered}")).to_be_visible()
+    history.get_by_test_id(f"history-row-{old_delivered}").click()
+    expect(drawer.locator('[data-role="title"]')).to_have_text(f"Order #{old_delivered}")
+    expect(drawer.locator(".leg")).to_have_count(1)
+    page.keyboard.press("Escape")
+    page.get_by_test_id("filter-from").fill(timezone.localdate().isoformat())
+    expect(page.get_by_test_id("filter-errors")).to_contain_text("“To” is before “From”")
+    page.get_by_test_id("view-board").click()
+    expect(page.get_by_test_id("board")).to_be_visible()
 
 
 # --- the tracking page -------------------------------------------------------------------------------------

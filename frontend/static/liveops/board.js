@@ -2,43 +2,54 @@
 /**
  * The board: one column per status (rendered by the server in dashboard.html), one card per order.
  *
- * The board never decides an order's status: it shows the payloads it is handed (snapshot, events).
- * It owns what is purely presentational: ages ticking, late / stuck highlighting, filters, counters.
+ * The board never decides an order's status, nor whether it is late or stuck: the server does, and
+ * says so in the order's `alerts`. The board owns what is purely presentational: ages and countdowns
+ * ticking, alert badges, filters and the counters that follow them.
  */
-import { TERMINAL, formatClock, formatDuration, formatMoney, gettext, h, interpolate, ngettext } from './util.js';
+import { alertKindLabel } from './alerts.js';
+import {
+  TERMINAL,
+  formatCountdown,
+  formatDuration,
+  formatMoney,
+  formatWhen,
+  gettext,
+  h,
+  interpolate,
+  ngettext,
+} from './util.js';
 
 const TICK_MS = 1000;
-const MINUTE_MS = 60_000;
 
 export class Board {
   /**
-   * @param {HTMLElement} root  the element holding the [data-column] lists
-   * @param {object} options  config (lateMinutes, stuckMinutes, statuses), filters (the three controls),
-   *                          onOpen(orderId) when a card is activated
+   * @param {HTMLElement} root  the element holding the [data-column] sections
+   * @param {object} options  filters (a Filters), onOpen(orderId, card) when a card is activated
    */
-  constructor(root, { config, filters, onOpen }) {
+  constructor(root, { filters, onOpen }) {
     this.root = root;
-    this.config = config;
     this.filters = filters;
     this.onOpen = onOpen;
     this.cards = new Map(); // order id → card element
     this.orders = new Map(); // order id → the payload the card shows
     this.columns = new Map();
     for (const column of root.querySelectorAll('[data-column]')) {
+      const toggle = column.querySelector('[data-action="expand"]');
       this.columns.set(column.dataset.column, {
         section: column,
         list: column.querySelector('[data-role="cards"]'),
         counter: column.querySelector('[data-role="counter"]'),
         empty: column.querySelector('[data-role="empty"]'),
       });
+      // Finished columns fold into their counters on narrow screens; a click unfolds one.
+      if (toggle) {
+        toggle.addEventListener('click', () => {
+          const expanded = column.classList.toggle('is-expanded');
+          toggle.setAttribute('aria-expanded', String(expanded));
+        });
+      }
     }
-    for (const control of Object.values(filters)) {
-      control.addEventListener('input', () => this.applyFilters());
-      control.addEventListener('change', () => this.applyFilters());
-    }
-    this.knownRestaurants = new Set(
-      [...filters.restaurant.options].map((option) => option.value).filter(Boolean),
-    );
+    this.shown = 0;
     setInterval(() => this.tick(), TICK_MS);
   }
 
@@ -48,14 +59,12 @@ export class Board {
       if (!orders.has(id)) this.remove(id);
     }
     for (const order of orders.values()) this.upsert(order);
-    this.refreshCounters();
     this.applyFilters();
   }
 
   /** Orders changed by events (already checked to be newer than what the board holds). */
   update(orders) {
     for (const order of orders) this.upsert(order);
-    this.refreshCounters();
     this.applyFilters();
   }
 
@@ -72,7 +81,7 @@ export class Board {
     let card = this.cards.get(order.id);
     const previous = this.orders.get(order.id);
     if (!card) {
-      card = h('button', { type: 'button', class: 'card', onclick: () => this.onOpen(order.id) });
+      card = h('button', { type: 'button', class: 'card', onclick: () => this.onOpen(order.id, card) });
       card.dataset.testid = `card-${order.id}`;
       card.dataset.orderId = order.id;
       this.cards.set(order.id, card);
@@ -84,7 +93,6 @@ export class Board {
       this.place(column.list, item, order);
       if (previous && previous.status !== order.status) flash(card);
     }
-    this.addRestaurantOptions(order);
   }
 
   /** Active columns list the oldest order first (the one most likely late); finished ones newest first. */
@@ -104,12 +112,13 @@ export class Board {
 
   fill(card, order) {
     card.dataset.status = order.status;
+    const alerts = order.alerts || [];
+    const waiting = alerts.filter((alert) => !alert.acknowledged_at);
+    card.classList.toggle('has-alert', waiting.length > 0);
+    card.classList.toggle('has-acknowledged-alert', alerts.length > 0 && !waiting.length);
+    card.dataset.alerts = alerts.map((alert) => alert.kind).join(' ');
+
     const restaurants = (order.restaurants || []).map((restaurant) => restaurant.name).join(' · ');
-    const eta = order.eta ? interpolate(gettext('ETA %s'), [formatClock(order.eta)]) : gettext('ASAP');
-    const meta = [
-      h('span', { class: 'card-eta', text: eta }),
-      h('span', { class: 'card-total', text: formatMoney(order.total) }),
-    ];
     const courier = order.courier
       ? h(
           'span',
@@ -122,6 +131,19 @@ export class Board {
       order.failure_reason && (order.status === 'failed' || order.status === 'cancelled')
         ? h('span', { class: 'card-reason', text: order.failure_reason })
         : null;
+    const badges = alerts.length
+      ? h(
+          'span',
+          { class: 'card-badges' },
+          alerts.map((alert) =>
+            h('span', {
+              class: `badge badge-${alert.kind}` + (alert.acknowledged_at ? ' is-acknowledged' : ''),
+              title: alert.detail || null,
+              text: alertKindLabel(alert.kind),
+            }),
+          ),
+        )
+      : null;
     const parts = [
       h(
         'span',
@@ -130,93 +152,96 @@ export class Board {
         h('span', { class: 'card-age', dataset: { role: 'age' } }),
       ),
       h('span', { class: 'card-restaurants', text: restaurants || gettext('No restaurant') }),
-      h('span', { class: 'card-meta' }, meta),
+      h(
+        'span',
+        { class: 'card-meta' },
+        h('span', { class: 'card-due', dataset: { role: 'due' } }),
+        h('span', { class: 'card-total', text: formatMoney(order.total) }),
+      ),
       courier,
       failure,
-      h('span', { class: 'card-badges', dataset: { role: 'badges' } }),
+      badges,
     ];
-    // No aria-label: the card's own text (id, age, kitchens, ETA, courier, flags) is its accessible name,
-    // and the column heading says the status.
+    // No aria-label: the card's own text (id, age, kitchens, due time, courier, alerts) is its
+    // accessible name, and the column heading says the status.
     card.replaceChildren(...parts.filter(Boolean));
     this.tickCard(card, order, Date.now());
   }
 
-  /** Ages and late / stuck flags move with the clock, not with events. */
+  /** Ages and countdowns move with the clock, not with events. A finished order's stand still. */
   tick() {
     const now = Date.now();
-    for (const [id, card] of this.cards) this.tickCard(card, this.orders.get(id), now);
+    for (const [id, card] of this.cards) {
+      const order = this.orders.get(id);
+      if (!TERMINAL.has(order.status)) this.tickCard(card, order, now);
+    }
   }
 
   tickCard(card, order, now) {
     const finished = TERMINAL.has(order.status);
     const age = (finished ? Date.parse(order.updated_at) : now) - Date.parse(order.created_at);
-    const ageNode = card.querySelector('[data-role="age"]');
-    const ageText = formatDuration(age);
-    if (ageNode.textContent !== ageText) ageNode.textContent = ageText;
-
-    const pastEta = order.eta !== null && now > Date.parse(order.eta);
-    const late = !finished && (age > this.config.lateMinutes * MINUTE_MS || pastEta);
-    const stuck = !finished && now - Date.parse(order.updated_at) > this.config.stuckMinutes * MINUTE_MS;
-    card.classList.toggle('is-late', late);
-    card.classList.toggle('is-stuck', stuck);
-    // fill() starts the badges afresh, so compare against what this badges element shows.
-    const badges = card.querySelector('[data-role="badges"]');
-    const key = `${late}/${stuck}`;
-    if (badges.dataset.key !== key) {
-      badges.dataset.key = key;
-      const flags = [];
-      if (late) flags.push(h('span', { class: 'badge badge-late', text: gettext('Late') }));
-      if (stuck) flags.push(h('span', { class: 'badge badge-stuck', text: gettext('Stuck') }));
-      badges.replaceChildren(...flags);
+    setText(card.querySelector('[data-role="age"]'), formatDuration(age));
+    const due = card.querySelector('[data-role="due"]');
+    const promised = order.promised_at || order.eta;
+    if (finished) {
+      setText(due, interpolate(gettext('ended %s'), [formatWhen(order.updated_at, now)]));
+      due.classList.remove('is-late');
+    } else if (promised) {
+      const countdown = formatCountdown(promised, now);
+      setText(due, countdown.text);
+      due.title = countdown.title;
+      due.classList.toggle('is-late', countdown.late);
+    } else {
+      setText(due, gettext('ASAP'));
     }
   }
 
-  refreshCounters() {
-    for (const column of this.columns.values()) {
-      const count = column.list.children.length;
-      column.counter.textContent = String(count);
-      column.counter.setAttribute(
-        'aria-label',
-        interpolate(ngettext('%s order', '%s orders', count), [count]),
-      );
-    }
-  }
-
-  addRestaurantOptions(order) {
-    for (const restaurant of order.restaurants || []) {
-      const value = String(restaurant.id);
-      if (this.knownRestaurants.has(value)) continue;
-      this.knownRestaurants.add(value);
-      this.filters.restaurant.append(h('option', { value, text: restaurant.name }));
-    }
-  }
-
-  /** Restaurants from the API, so the filter lists every kitchen and not only those on the board now. */
-  setRestaurants(restaurants) {
-    for (const restaurant of restaurants) {
-      this.addRestaurantOptions({ restaurants: [restaurant] });
-    }
-  }
-
+  /** Shows the orders that pass the filters; counters say "3 of 12" while a filter narrows them. */
   applyFilters() {
-    const status = this.filters.status.value;
-    const restaurant = this.filters.restaurant.value;
-    const orderQuery = this.filters.order.value.replace(/[^0-9]/g, '');
+    const filters = this.filters;
+    const status = filters.effective.status;
+    const narrowing = filters.narrowing;
+    this.root.classList.toggle('is-single', Boolean(status));
+    let shown = 0;
     for (const [name, column] of this.columns) {
       column.section.hidden = Boolean(status) && status !== name;
+      let visible = 0;
+      for (const item of column.list.children) {
+        const order = this.orders.get(Number(item.firstElementChild.dataset.orderId));
+        const matches = filters.matches(order);
+        if (item.hidden === matches) item.hidden = !matches;
+        if (matches) visible += 1;
+      }
+      const total = column.list.children.length;
+      column.empty.hidden = visible > 0;
+      column.empty.textContent = total ? gettext('No matching orders') : gettext('No orders');
+      const counts = { shown: visible, total };
+      setText(column.counter, narrowing ? interpolate(gettext('%(shown)s of %(total)s'), counts, true) : String(total));
+      column.counter.dataset.shown = visible;
+      column.counter.dataset.total = total;
+      column.counter.setAttribute(
+        'aria-label',
+        narrowing
+          ? interpolate(ngettext('%(shown)s of %(total)s order', '%(shown)s of %(total)s orders', total), counts, true)
+          : interpolate(ngettext('%s order', '%s orders', total), [total]),
+      );
+      if (!column.section.hidden) shown += visible;
     }
-    for (const [id, card] of this.cards) {
-      const order = this.orders.get(id);
-      const matches =
-        (!restaurant || (order.restaurants || []).some((item) => String(item.id) === restaurant)) &&
-        (!orderQuery || String(id).includes(orderQuery));
-      card.parentElement.hidden = !matches;
-    }
-    for (const column of this.columns.values()) {
-      const shown = [...column.list.children].some((item) => !item.hidden);
-      column.empty.hidden = shown;
-    }
+    this.shown = shown;
   }
+
+  /** The orders on the board that pass the filters. */
+  visibleOrders() {
+    const visible = new Map();
+    for (const [id, order] of this.orders) {
+      if (this.filters.matches(order)) visible.set(id, order);
+    }
+    return visible;
+  }
+}
+
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 function sortKey(order) {

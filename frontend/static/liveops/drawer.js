@@ -1,22 +1,30 @@
 'use strict';
 /**
- * The order drawer: details, legs, the full event timeline, and the Cancel / Retry actions.
+ * The order drawer: details, open alerts, legs, the full event timeline, and the Cancel / Retry actions.
+ * It opens for any order: one on the board (its live payload), or one from History or a search (the
+ * REST shape, until the order changes and its live payload arrives).
  *
  * Actions only send the request. The result reaches every open dashboard, this one included, through
  * the socket; the REST answer is used for nothing but showing an error. That keeps one source of truth
  * for the board and proves the live path works.
  */
+import { acknowledgement, alertHeadline, alertKindLabel } from './alerts.js';
 import {
   TERMINAL,
   api,
+  cancelStatusLabel,
   eventTypeLabel,
+  formatAgo,
   formatDateTime,
-  formatClock,
+  formatStamp,
   formatMoney,
   gettext,
   h,
   interpolate,
   legKindLabel,
+  legName,
+  providerName,
+  providerStatusLabel,
   sourceLabel,
 } from './util.js';
 
@@ -26,16 +34,19 @@ export class OrderDrawer {
   /**
    * @param {HTMLElement} element  the drawer (data-testid="drawer")
    * @param {HTMLDialogElement} dialog  the confirmation dialog
-   * @param {object} options  labels (status → label), getOrder(id) → live payload, onSelect(id | null)
+   * @param {object} options  labels (status → label), getOrder(id) → live payload, onSelect(id | null),
+   *                          onAcknowledge(alert, order)
    */
-  constructor(element, dialog, { labels, getOrder, onSelect }) {
+  constructor(element, dialog, { labels, getOrder, onSelect, onAcknowledge }) {
     this.element = element;
     this.dialog = dialog;
     this.labels = labels;
     this.getOrder = getOrder;
     this.onSelect = onSelect;
+    this.onAcknowledge = onAcknowledge;
     this.orderId = null;
     this.detail = null;
+    this.seed = null;
     this.request = 0;
     this.refetchTimer = null;
     this.part = (role) => element.querySelector(`[data-role="${role}"]`);
@@ -49,10 +60,12 @@ export class OrderDrawer {
     });
   }
 
-  open(orderId, opener) {
+  /** Opens for `orderId`; `seed` is the order as History listed it, when it is not on the board. */
+  open(orderId, opener, seed = null) {
     this.orderId = orderId;
     this.opener = opener || null;
     this.detail = null;
+    this.seed = seed;
     this.setError('');
     this.setNote('');
     this.part('items').replaceChildren(h('p', { class: 'muted', text: gettext('Loading…') }));
@@ -85,8 +98,13 @@ export class OrderDrawer {
 
   // --- rendering ----------------------------------------------------------------------------------------
 
+  /** The freshest view of the order: its live payload, else its REST detail, else History's row. */
+  current() {
+    return this.getOrder(this.orderId) || this.detail || this.seed;
+  }
+
   renderLive() {
-    const order = this.getOrder(this.orderId);
+    const order = this.current();
     if (!order) return;
     this.part('title').textContent = interpolate(gettext('Order #%s'), [order.id]);
     const status = this.part('status');
@@ -100,13 +118,15 @@ export class OrderDrawer {
       [gettext('Updated'), formatDateTime(order.updated_at)],
       [gettext('ETA'), order.eta ? formatDateTime(order.eta) : gettext('As soon as possible')],
       [gettext('Address'), order.delivery_address],
-      [gettext('Restaurants'), (order.restaurants || []).map((item) => item.name).join(', ')],
+      [gettext('Restaurants'), kitchensOf(order).join(', ')],
       [gettext('Courier'), order.courier ? order.courier.name : '—'],
     ];
+    if (order.promised_at && !order.eta) rows.splice(4, 0, [gettext('Promised'), formatDateTime(order.promised_at)]);
     if (order.failure_reason) rows.push([gettext('Reason'), order.failure_reason]);
     this.part('summary').replaceChildren(
       ...rows.flatMap(([term, value]) => [h('dt', { text: term }), h('dd', { text: value || '—' })]),
     );
+    this.renderAlerts(order);
     this.renderLegs(order.legs || []);
 
     const finished = TERMINAL.has(order.status);
@@ -116,6 +136,40 @@ export class OrderDrawer {
     this.retryButton.title = this.retryButton.disabled
       ? gettext('Retry is for failed orders and failing provider calls')
       : '';
+  }
+
+  renderAlerts(order) {
+    const alerts = order.alerts || [];
+    const section = this.part('alerts-section');
+    section.hidden = !alerts.length;
+    this.part('alerts').replaceChildren(
+      ...alerts.map((alert) => {
+        const acknowledged = Boolean(alert.acknowledged_at);
+        return h(
+          'li',
+          {
+            class: `drawer-alert kind-${alert.kind}` + (acknowledged ? ' is-acknowledged' : ''),
+            dataset: { alertId: alert.id },
+          },
+          h(
+            'div',
+            { class: 'drawer-alert-head' },
+            h('span', { class: `badge badge-${alert.kind}`, text: alertKindLabel(alert.kind) }),
+            h('strong', { text: alertHeadline(alert, order) }),
+            h('time', { datetime: alert.raised_at, text: formatAgo(alert.raised_at) }),
+          ),
+          alert.detail ? h('p', { class: 'drawer-alert-detail', text: alert.detail }) : null,
+          acknowledged
+            ? h('p', { class: 'drawer-alert-ack', text: acknowledgement(alert) })
+            : h('button', {
+                type: 'button',
+                class: 'button small',
+                text: gettext('Acknowledge'),
+                onclick: () => this.onAcknowledge(alert, order),
+              }),
+        );
+      }),
+    );
   }
 
   renderLegs(legs) {
@@ -133,17 +187,25 @@ export class OrderDrawer {
             'div',
             { class: 'leg-head' },
             h('strong', { text: leg.restaurant || legKindLabel(leg.kind) }),
-            h('span', { class: 'leg-provider', text: `${legKindLabel(leg.kind)} · ${leg.provider}` }),
+            h('span', { class: 'leg-provider', text: `${legKindLabel(leg.kind)} · ${providerName(leg.provider)}` }),
             h('span', { class: `status-pill status-${leg.status}`, text: this.labels[leg.status] || leg.status }),
           ),
           h(
             'div',
             { class: 'leg-body' },
             h('span', {
-              text: interpolate(gettext('Provider status: %s'), [leg.provider_status || '—']),
+              title: leg.provider_status || null,
+              text: interpolate(gettext('Provider status: %s'), [providerStatusLabel(leg.provider_status) || '—']),
             }),
             leg.attempts
               ? h('span', { class: 'leg-attempts', text: interpolate(gettext('Failed attempts: %s'), [leg.attempts]) })
+              : null,
+            leg.cancel_status
+              ? h('span', {
+                  class: `leg-cancel cancel-${leg.cancel_status}`,
+                  dataset: { testid: 'leg-cancel-status' },
+                  text: cancelStatusLabel(leg.cancel_status) || leg.cancel_status,
+                })
               : null,
           ),
           leg.last_error ? h('p', { class: 'leg-error', text: leg.last_error }) : null,
@@ -195,20 +257,23 @@ export class OrderDrawer {
 
   timelineItem(event, legs) {
     const leg = event.leg ? legs.get(event.leg) : null;
-    const change =
-      event.from && event.to && event.from !== event.to
+    const change = event.cancel_status
+      ? cancelStatusLabel(event.cancel_status)
+      : event.from && event.to && event.from !== event.to
         ? `${this.labels[event.from] || event.from} → ${this.labels[event.to] || event.to}`
         : event.to
           ? this.labels[event.to] || event.to
           : '';
     const meta = [sourceLabel(event.source)];
-    if (leg) meta.push(`${leg.restaurant || legKindLabel(leg.kind)} (${leg.provider})`);
-    if (event.provider_status) meta.push(interpolate(gettext('provider: %s'), [event.provider_status]));
+    if (leg) meta.push(legName(leg));
+    if (event.provider_status) {
+      meta.push(interpolate(gettext('provider: %s'), [providerStatusLabel(event.provider_status)]));
+    }
     if (event.actor) meta.push(interpolate(gettext('by %s'), [event.actor]));
     return h(
       'li',
       { class: `timeline-item type-${event.type.replace('.', '-')}`, dataset: { seq: event.seq, type: event.type } },
-      h('time', { datetime: event.at, text: formatClock(event.at, true) }),
+      h('time', { datetime: event.at, text: formatStamp(event.at) }),
       h(
         'div',
         { class: 'timeline-body' },
@@ -228,6 +293,7 @@ export class OrderDrawer {
       const detail = await api(`/api/orders/${encodeURIComponent(orderId)}/`);
       if (request !== this.request || orderId !== this.orderId) return; // a newer request or another order
       this.detail = detail;
+      if (!this.getOrder(orderId)) this.renderLive(); // not on the board: the detail is the freshest view
       this.renderDetail(detail);
       this.element.dataset.loadedSeq = Math.max(0, ...(detail.events || []).map((event) => event.seq));
     } catch (error) {
@@ -241,7 +307,7 @@ export class OrderDrawer {
     const orderId = this.orderId;
     this.ask({
       title: interpolate(gettext('Cancel order #%s?'), [orderId]),
-      message: gettext('The kitchens and the courier are told to stop. This cannot be undone.'),
+      message: cancelMessage(this.current()),
       confirm: gettext('Cancel order'),
       reason: true,
     }).then((answer) => {
@@ -308,4 +374,39 @@ export class OrderDrawer {
   setNote(text) {
     this.part('note').textContent = text;
   }
+}
+
+/** Kitchen names of an order in either shape: live (`restaurants`) or REST (its kitchen legs). */
+function kitchensOf(order) {
+  if (order.restaurants) return order.restaurants.map((item) => item.name);
+  const names = (order.legs || []).filter((leg) => leg.kind === 'kitchen').map((leg) => leg.restaurant);
+  return [...new Set(names.filter(Boolean))];
+}
+
+/**
+ * What cancelling will really do to this order: it is cancelled here at once; each provider that
+ * already has its part is asked to cancel, and may refuse (a kitchen that has cooked it): a refusal
+ * becomes a "Cancel refused" alert. Parts not sent yet are simply never sent.
+ */
+function cancelMessage(order) {
+  const legs = (order && order.legs) || [];
+  const sent = legs.filter((leg) => leg.status !== 'scheduled' && !TERMINAL.has(leg.status));
+  const unsent = legs.filter((leg) => leg.status === 'scheduled');
+  const parts = [gettext('The order is cancelled here at once, and this cannot be undone.')];
+  if (sent.length) {
+    parts.push(
+      interpolate(gettext('These providers are asked to cancel their part: %s.'), [sent.map(legName).join(', ')]),
+    );
+    parts.push(
+      gettext(
+        'A kitchen that has already cooked, or a courier who has delivered, may refuse: a refusal appears under “Needs attention” as “Cancel refused”, and the food may still be made.',
+      ),
+    );
+  }
+  if (unsent.length) {
+    const names = unsent.map(legName).join(', ');
+    parts.push(interpolate(gettext('Not placed with the provider yet, so it never will be: %s.'), [names]));
+  }
+  if (!sent.length && !unsent.length) parts.push(gettext('No provider has this order yet.'));
+  return parts.join(' ');
 }

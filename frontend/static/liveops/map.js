@@ -94,8 +94,13 @@ export class LiveMap {
     this.svg.append(grid, river);
   }
 
-  /** Redraws everything the orders imply. Cheap enough for hundreds of orders; called per frame batch. */
-  render(orders) {
+  /**
+   * Redraws everything the orders imply. Cheap enough for hundreds of orders; called per frame batch.
+   * `onlyOrderCouriers`: show only the couriers of these orders (the board is filtered), not every
+   * courier that reported a position lately.
+   */
+  render(orders, { onlyOrderCouriers = false } = {}) {
+    this.onlyOrderCouriers = onlyOrderCouriers;
     const activeCouriers = new Set();
     const destinations = new Map();
     for (const order of orders.values()) {
@@ -128,7 +133,7 @@ export class LiveMap {
 
   moveCouriers(couriers, orders) {
     for (const courier of couriers) this.updateCourier(courier, true);
-    this.render(orders);
+    this.render(orders, { onlyOrderCouriers: this.onlyOrderCouriers });
   }
 
   select(orderId, orders) {
@@ -211,7 +216,8 @@ export class LiveMap {
   drawCouriers(activeCouriers, selectedCourier) {
     const nodes = this.nodes.couriers;
     const now = Date.now();
-    const visible = (courier) => activeCouriers.has(courier.id) || now - courier.reportedAt < COURIER_FRESH_MS;
+    const visible = (courier) =>
+      activeCouriers.has(courier.id) || (!this.onlyOrderCouriers && now - courier.reportedAt < COURIER_FRESH_MS);
     for (const [id, node] of nodes) {
       const courier = this.couriers.get(id);
       if (!courier || !visible(courier)) {

@@ -90,18 +90,71 @@ export function formatDateTime(iso) {
   return iso ? dateTime.format(new Date(iso)) : '';
 }
 
-const pad = (value) => String(value).padStart(2, '0');
+const dayMonth = new Intl.DateTimeFormat(LANG, { day: 'numeric', month: 'short' });
+const DAY_MS = 86_400_000;
 
-/** "4 min 05 s" under an hour, "1 h 03 min" above: short enough for a card, exact enough to watch. */
+const sameDay = (a, b) =>
+  a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
+
+/** "10:15" today, "29 Nov, 10:15" on any other day: a time without its date misleads. */
+export function formatWhen(iso, now = Date.now()) {
+  if (!iso) return '';
+  const date = new Date(iso);
+  if (sameDay(date, new Date(now))) return clock.format(date);
+  return interpolate(gettext('%(date)s, %(time)s'), { date: dayMonth.format(date), time: clock.format(date) }, true);
+}
+
+/** A moment in a history: the time to the second today, with its date on any other day. */
+export function formatStamp(iso) {
+  if (!iso) return '';
+  const date = new Date(iso);
+  return sameDay(date, new Date()) ? clockSeconds.format(date) : dateTime.format(date);
+}
+
+/** "8 s", "4 min", "1 h 20 min", "3 d 2 h": as long as it takes to read, as exact as a glance needs. */
 export function formatDuration(ms) {
   const total = Math.max(0, Math.floor(ms / 1000));
-  const hours = Math.floor(total / 3600);
-  const minutes = Math.floor((total % 3600) / 60);
-  const seconds = total % 60;
-  if (hours > 0) {
-    return interpolate(gettext('%(hours)s h %(minutes)s min'), { hours, minutes: pad(minutes) }, true);
+  if (total < 60) return interpolate(gettext('%s s'), [total]);
+  const minutes = Math.floor(total / 60);
+  if (minutes < 60) return interpolate(gettext('%s min'), [minutes]);
+  const hours = Math.floor(minutes / 60);
+  if (hours < 24) {
+    const rest = minutes % 60;
+    return rest
+      ? interpolate(gettext('%(hours)s h %(minutes)s min'), { hours, minutes: rest }, true)
+      : interpolate(gettext('%s h'), [hours]);
   }
-  return interpolate(gettext('%(minutes)s min %(seconds)s s'), { minutes, seconds: pad(seconds) }, true);
+  const days = Math.floor(hours / 24);
+  const rest = hours % 24;
+  return rest
+    ? interpolate(gettext('%(days)s d %(hours)s h'), { days, hours: rest }, true)
+    : interpolate(gettext('%s d'), [days]);
+}
+
+/**
+ * The countdown to a promised time: {text, late, title}. "due in 12 min" or "late 5 min" when the time
+ * is today and close; "due 29 Nov, 10:15" when it is on another day.
+ */
+export function formatCountdown(iso, now = Date.now()) {
+  const promised = Date.parse(iso);
+  const left = promised - now;
+  const title = interpolate(gettext('Promised for %s'), [formatWhen(iso, now)]);
+  if (left < 0) {
+    // Minutes, not seconds: "late 0 min" would read as not late, so the first minute counts as one.
+    const late = formatDuration(Math.max(-left, 60_000));
+    return { text: interpolate(gettext('late %s'), [late]), late: true, title };
+  }
+  if (!sameDay(new Date(promised), new Date(now)) && left > 6 * 3600_000) {
+    return { text: interpolate(gettext('due %s'), [formatWhen(iso, now)]), late: false, title };
+  }
+  return { text: interpolate(gettext('due in %s'), [formatDuration(Math.max(left, 60_000))]), late: false, title };
+}
+
+/** "4 min ago"; the date and time beyond a day. */
+export function formatAgo(iso, now = Date.now()) {
+  const ago = now - Date.parse(iso);
+  if (ago > DAY_MS) return formatWhen(iso, now);
+  return interpolate(gettext('%s ago'), [formatDuration(ago)]);
 }
 
 export function eventTypeLabel(type) {
@@ -111,6 +164,10 @@ export function eventTypeLabel(type) {
     'leg.status': gettext('Provider update'),
     'order.override': gettext('Status overridden'),
     'order.retry': gettext('Retried by an operator'),
+    'leg.cancel': gettext('Cancellation at the provider'),
+    'alert.raised': gettext('Alert raised'),
+    'alert.cleared': gettext('Alert cleared'),
+    'alert.acknowledged': gettext('Alert acknowledged'),
   };
   return labels[type] || type;
 }
@@ -129,6 +186,70 @@ export function sourceLabel(source) {
 export function legKindLabel(kind) {
   return { kitchen: gettext('Kitchen'), delivery: gettext('Delivery') }[kind] || kind;
 }
+
+/** A provider's name as people say it: the code is lower case ("uklon" → "Uklon"). */
+export function providerName(code) {
+  if (!code) return '';
+  return code.charAt(0).toUpperCase() + code.slice(1);
+}
+
+/**
+ * Provider status codes in words. The codes are the providers' own (orders/status.py lists them); a code
+ * not listed here is shown as it came, which is what an operator needs to report it.
+ */
+export function providerStatusLabel(code) {
+  const labels = {
+    'not started': gettext('not started'),
+    accepted: gettext('accepted'),
+    cooking: gettext('cooking'),
+    preparing: gettext('preparing'),
+    cooked: gettext('cooked'),
+    finished: gettext('finished'),
+    ready: gettext('ready'),
+    handed_over: gettext('handed over'),
+    delivery: gettext('on the way'),
+    delivered: gettext('delivered'),
+    cancelled: gettext('cancelled'),
+  };
+  return labels[code] || code || '';
+}
+
+/** A leg as an operator names it: "Sushi Nord (Bueno)", "Courier (Uklon)"; "Bueno" for Bueno's own kitchen. */
+export function legName(leg) {
+  if (!leg) return '';
+  const who = leg.restaurant || (leg.kind === 'delivery' ? gettext('Courier') : legKindLabel(leg.kind));
+  if (!leg.provider || who.toLowerCase() === leg.provider.toLowerCase()) return who;
+  return `${who} (${providerName(leg.provider)})`;
+}
+
+export function cancelStatusLabel(status) {
+  return (
+    {
+      requested: gettext('Cancel requested'),
+      confirmed: gettext('Cancel confirmed'),
+      refused: gettext('Cancel refused'),
+    }[status] || ''
+  );
+}
+
+/** localStorage that never throws (private windows, disabled storage): preferences are best effort. */
+export const store = {
+  get(key, fallback = null) {
+    try {
+      const value = window.localStorage.getItem(key);
+      return value === null ? fallback : value;
+    } catch (error) {
+      return fallback;
+    }
+  },
+  set(key, value) {
+    try {
+      window.localStorage.setItem(key, value);
+    } catch (error) {
+      /* the preference lasts for this page only */
+    }
+  },
+};
 
 // --- REST ----------------------------------------------------------------------------------------------
 
