@@ -3,7 +3,7 @@
 A provider module subclasses ``ProviderSimulator`` with its statuses, paths, input validation and
 response shape; everything else lives here: the asyncio HTTP/1.1 server, settings from the environment
 and ``/_sim/config``, authentication, fault injection, the in-memory store, the lazy time-based
-status progression, ``Idempotency-Key`` handling and the ``/_sim/`` admin endpoints.
+status progression, cancellation, ``Idempotency-Key`` handling and the ``/_sim/`` admin endpoints.
 """
 
 import argparse
@@ -37,6 +37,7 @@ MAX_LIST_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MIN_QUANTITY, MAX_QUANTITY = 1, 50
 UNKNOWN_STATUS = "quantum"
+CANCELLED = "cancelled"  # a cancelled order's status, whatever the provider
 GARBAGE_BODY = b"<html><body><h1>502 Bad Gateway</h1><p>upstream hiccup</p></body></html>"
 IDLE_CONNECTION_SECONDS = 120
 MAX_HEAD_BYTES = 65_536  # request line and headers, as http.server allowed
@@ -293,13 +294,16 @@ def iso_utc(timestamp: float) -> str:
 @dataclass
 class SubOrder:
     """A stored order. Its status is derived: ``base_index`` was reached at ``anchor``, then one
-    status per step follows. ``anchor`` is monotonic; ``anchor_wall`` is the same moment by the wall clock."""
+    status per step follows. ``anchor`` is monotonic; ``anchor_wall`` is the same moment by the wall clock.
+    A cancelled order (``cancelled_at``, wall clock) stays where it was, at ``cancelled_progress``."""
 
     id: str
     data: dict[str, Any]
     anchor: float
     anchor_wall: float
     base_index: int = 0
+    cancelled_at: float | None = None
+    cancelled_progress: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -321,6 +325,9 @@ class Stats:
     idempotent_replays: int = 0
     gets: int = 0
     gets_by_id: Counter[str] = field(default_factory=Counter)
+    cancels: int = 0
+    cancel_replays: int = 0
+    cancels_refused: int = 0
     webhooks_sent: int = 0
     webhooks_failed: int = 0
     faults: Counter[str] = field(default_factory=Counter)
@@ -337,6 +344,9 @@ class ProviderSimulator:
     statuses: ClassVar[tuple[str, ...]]
     collection_path: ClassVar[str]  # POST here creates; GET <collection>/<id> reads
     id_prefix: ClassVar[str]
+    # POST <collection>/<id>/cancel is refused (409) from this status on: the food is cooked, the parcel
+    # delivered
+    cancel_refused_from: ClassVar[str]
     settings: ClassVar[tuple[Setting, ...]] = COMMON_SETTINGS
 
     def __init__(self, environ: Mapping[str, str]) -> None:
@@ -352,6 +362,7 @@ class ProviderSimulator:
         self._provider_routes = (
             Route("POST", re.compile(re.escape(self.collection_path)), self._create),
             Route("GET", re.compile(item_pattern), self._get),
+            Route("POST", re.compile(item_pattern + "/cancel"), self._cancel),
         )
         self._admin_routes = (
             Route("GET", re.compile("/_sim/health"), self._health),
@@ -480,9 +491,36 @@ class ProviderSimulator:
             snapshot = replace(snapshot, status=UNKNOWN_STATUS)
         return json_response(200, self.describe(snapshot))
 
+    def _cancel(self, request: Request, order_id: str) -> Response:
+        """Cancels an order that is not too far along; 409 once it is. Cancelling again answers 200."""
+        request.json_object(optional=True)  # no fields yet, but a body must be JSON if there is one
+        now = time.monotonic()
+        with self._lock:
+            order = self._orders.get(order_id)
+            if order is None:
+                raise ApiError(404, f"order {order_id!r} not found")
+            if order.cancelled_at is not None:
+                self._stats.cancel_replays += 1
+            else:
+                snapshot = self._snapshot(order, now)
+                if snapshot.index >= self.statuses.index(self.cancel_refused_from):
+                    self._stats.cancels_refused += 1
+                    raise ApiError(409, f"already {snapshot.status}")
+                self._rebase(order, now)  # pin it where it is: it advances no more
+                order.cancelled_at, order.cancelled_progress = time.time(), snapshot.progress
+                self._stats.cancels += 1
+            snapshot = self._snapshot(order, now)
+        self.log.info("order %s cancelled", order_id)
+        return json_response(200, self.describe(snapshot))
+
     # Status progression; callers hold the lock.
 
     def _snapshot(self, order: SubOrder, now: float) -> Snapshot:
+        if order.cancelled_at is not None:
+            updated_at = iso_utc(order.cancelled_at)
+            return Snapshot(
+                order.id, order.data, order.base_index, CANCELLED, order.cancelled_progress, updated_at
+            )
         step = self._config["step_seconds"]
         last = len(self.statuses) - 1
         index = min(order.base_index + int(max(now - order.anchor, 0.0) / step), last)
@@ -565,6 +603,7 @@ class ProviderSimulator:
                 raise ApiError(404, f"order {order_id!r} not found")
             order.base_index = self.statuses.index(status)
             order.anchor, order.anchor_wall = time.monotonic(), time.time()
+            order.cancelled_at = None  # forced on: a cancelled order is no longer cancelled
             snapshot = self._snapshot(order, order.anchor)
         return json_response(200, self.describe(snapshot))
 

@@ -1,7 +1,8 @@
 """Bueno, a kitchen that is polled (``POST /`` then ``GET /{id}``) and also pushes webhooks.
 
-Every status change after creation is POSTed to ``BUENO_WEBHOOK_URL`` as
-``{"id", "status", "at", "event_id"}``, signed in ``X-Bueno-Signature`` with ``BUENO_WEBHOOK_SECRET``.
+Every status change after creation, a cancellation (``POST /{id}/cancel``) included, is POSTed to
+``BUENO_WEBHOOK_URL`` as ``{"id", "status", "at", "event_id"}``, signed in ``X-Bueno-Signature`` with
+``BUENO_WEBHOOK_SECRET``.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from simulators.base import (
+    CANCELLED,
     COMMON_SETTINGS,
     ConfigError,
     ProviderSimulator,
@@ -67,6 +69,7 @@ class Bueno(ProviderSimulator):
     statuses = ("accepted", "preparing", "ready", "handed_over")
     collection_path = "/"
     id_prefix = "bno_"
+    cancel_refused_from = "ready"
     settings = COMMON_SETTINGS + WEBHOOK_SETTINGS
 
     def __init__(self, environ: Mapping[str, str]) -> None:
@@ -76,6 +79,7 @@ class Bueno(ProviderSimulator):
             raise ConfigError(f"BUENO_WEBHOOK_URL={self.webhook_url!r}: must be an http(s) URL")
         self.webhook_secret = environ.get("BUENO_WEBHOOK_SECRET", "")
         self._notified: dict[str, int] = {}  # order id -> status index last turned into an event
+        self._notified_cancel: dict[str, float] = {}  # order id -> the cancellation turned into an event
         self._held: dict[str, WebhookEvent] = {}  # order id -> event held back by webhook_out_of_order
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,6 +104,7 @@ class Bueno(ProviderSimulator):
         super().reset()
         with self._lock:
             self._notified.clear()
+            self._notified_cancel.clear()
             self._held.clear()
 
     # Webhook thread.
@@ -133,7 +138,8 @@ class Bueno(ProviderSimulator):
         return max(min(self.config["step_seconds"] / 4, MAX_TICK_SECONDS), MIN_TICK_SECONDS)
 
     def _collect_changes(self) -> list[WebhookEvent]:
-        """One event per status an order reached since the last tick (the new one if it was forced back)."""
+        """One event per status an order reached since the last tick (the new one if it was forced back),
+        then one for its cancellation, if it was cancelled since."""
         now = time.monotonic()
         last = len(self.statuses) - 1
         events = []
@@ -141,13 +147,16 @@ class Bueno(ProviderSimulator):
             for order in self._orders.values():
                 current = self._snapshot(order, now).index
                 previous = self._notified.get(order.id, 0)
-                if current == previous:
-                    continue
-                reached = range(previous + 1, current + 1) if current > previous else [current]
-                for index in reached:
-                    at = iso_utc(self._reached_wall(order, index))
-                    events.append(WebhookEvent(order.id, self.statuses[index], at, final=index == last))
-                self._notified[order.id] = current
+                if current != previous:
+                    reached = range(previous + 1, current + 1) if current > previous else [current]
+                    for index in reached:
+                        at = iso_utc(self._reached_wall(order, index))
+                        events.append(WebhookEvent(order.id, self.statuses[index], at, final=index == last))
+                    self._notified[order.id] = current
+                cancelled_at = order.cancelled_at
+                if cancelled_at is not None and self._notified_cancel.get(order.id) != cancelled_at:
+                    self._notified_cancel[order.id] = cancelled_at
+                    events.append(WebhookEvent(order.id, CANCELLED, iso_utc(cancelled_at), final=True))
         return events
 
     def _dispatch(self, client: httpx.Client, event: WebhookEvent) -> None:

@@ -1,4 +1,5 @@
-"""Melange, a kitchen that is polled: ``POST /api/orders`` then ``GET /api/orders/{id}``."""
+"""Melange, a kitchen that is polled: ``POST /api/orders`` then ``GET /api/orders/{id}``;
+``POST /api/orders/{id}/cancel`` until the order is cooked."""
 
 from typing import Any
 
@@ -11,6 +12,7 @@ class Melange(ProviderSimulator):
     statuses = ("not started", "cooking", "cooked", "finished")
     collection_path = "/api/orders"
     id_prefix = "mel_"
+    cancel_refused_from = "cooked"
 
     def parse_create(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"order": parse_line_items(payload, "order", "dish", "quantity")}

@@ -1,4 +1,5 @@
-"""Uklon, a courier service that is polled: ``POST /drivers/orders`` then ``GET /drivers/orders/{id}``.
+"""Uklon, a courier service that is polled: ``POST /drivers/orders`` then ``GET /drivers/orders/{id}``;
+``POST /drivers/orders/{id}/cancel`` until it is delivered.
 
 A driver is assigned when the order reaches ``delivery``; during ``delivery`` the location moves along
 the route from the pickup addresses to the dropoff (the last address), and rests there once delivered.
@@ -50,6 +51,7 @@ class Uklon(ProviderSimulator):
     statuses = (NOT_STARTED, DELIVERY, DELIVERED)
     collection_path = "/drivers/orders"
     id_prefix = "ukl_"
+    cancel_refused_from = DELIVERED
 
     def parse_create(self, payload: dict[str, Any]) -> dict[str, Any]:
         addresses = require_list(payload.get("addresses"), "addresses", min_length=2)

@@ -55,6 +55,7 @@ class LegInline(admin.TabularInline):
         "attempts",
         "next_poll_at",
         "last_error",
+        "cancel_status",
     ]
     readonly_fields = fields
     can_delete = False
@@ -108,8 +109,9 @@ class LegAdmin(admin.ModelAdmin):
         "attempts",
         "next_poll_at",
         "last_error",
+        "cancel_status",
     ]
-    list_filter = ["kind", "provider", "status"]
+    list_filter = ["kind", "provider", "status", "cancel_status"]
     search_fields = ["external_id", "order__id", "last_error"]
     list_select_related = ["order", "restaurant"]
     readonly_fields = [
@@ -120,6 +122,9 @@ class LegAdmin(admin.ModelAdmin):
         "external_id",
         "provider_status",
         "status",
+        # cancellation goes through services.order_cancel and the poller, never through a form
+        "cancel_status",
+        "cancel_requested_at",
         "created_at",
         "updated_at",
     ]

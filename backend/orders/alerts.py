@@ -117,6 +117,12 @@ def promised_at(order: Order, sla_minutes: int | None) -> datetime:
     return order.created_at + timedelta(minutes=sla_minutes or settings.ALERT_LATE_MINUTES)
 
 
+def order_promised_at(order: Order) -> datetime:
+    """`promised_at` for an order whose legs (with restaurants) are loaded: what clients count down to."""
+    slas = [leg.restaurant.sla_minutes for leg in order.legs.all() if leg.restaurant_id]
+    return promised_at(order, max((sla for sla in slas if sla), default=None))
+
+
 def submit_at(order: Order) -> datetime:
     """When the kitchens are (to be) sent the order: at once, or ORDER_LEAD_MINUTES before its ETA."""
     if order.eta is None:

@@ -126,6 +126,14 @@ class Leg(models.Model):
         KITCHEN = "kitchen", _("Kitchen")
         DELIVERY = "delivery", _("Delivery")
 
+    class CancelStatus(models.TextChoices):
+        """Where asking the provider to cancel this sub-order stands (orders.services.order_cancel)."""
+
+        NONE = "", _("Not cancelled")
+        REQUESTED = "requested", _("Cancel requested")
+        CONFIRMED = "confirmed", _("Cancel confirmed")
+        REFUSED = "refused", _("Cancel refused")
+
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="legs")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     restaurant = models.ForeignKey(
@@ -139,6 +147,17 @@ class Leg(models.Model):
     next_poll_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    cancel_status = models.CharField(
+        max_length=10,
+        choices=CancelStatus.choices,
+        default=CancelStatus.NONE,
+        blank=True,
+        help_text=_(
+            "Requested: the poller is asking the provider to cancel; confirmed: cancelled there (or never "
+            "sent); refused: the provider would not, or could not be reached before the deadline."
+        ),
+    )
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -164,6 +183,10 @@ class Leg(models.Model):
                 name="leg_restaurant_matches_kind",
             ),
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="leg_status_valid"),
+            models.CheckConstraint(
+                condition=Q(cancel_status__in=["", "requested", "confirmed", "refused"]),
+                name="leg_cancel_status_valid",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -172,7 +195,11 @@ class Leg(models.Model):
 
 
 class OrderEvent(models.Model):
-    """Append-only history. `seq` is the global sequence number every realtime message carries."""
+    """Append-only history. `seq` is the global sequence number every realtime message carries.
+
+    A `leg.cancel` event records one step of a leg's cancellation: `cancel_status` is `requested`,
+    `confirmed` or `refused`, `leg` is the leg, `reason` says why in words.
+    """
 
     class Type(models.TextChoices):
         CREATED = "order.created", _("Order created")
@@ -180,6 +207,7 @@ class OrderEvent(models.Model):
         LEG = "leg.status", _("Leg status changed")
         OVERRIDE = "order.override", _("Status overridden")
         RETRY = "order.retry", _("Retried by an operator")
+        LEG_CANCEL = "leg.cancel", _("Leg cancellation")
         ALERT_RAISED = "alert.raised", _("Alert raised")
         ALERT_CLEARED = "alert.cleared", _("Alert cleared")
         ALERT_ACKNOWLEDGED = "alert.acknowledged", _("Alert acknowledged")
@@ -203,6 +231,13 @@ class OrderEvent(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.TextField(blank=True)
+    cancel_status = models.CharField(
+        max_length=10,
+        choices=Leg.CancelStatus.choices,
+        blank=True,
+        default="",
+        help_text=_("`leg.cancel` events: the leg's cancellation as it now stands."),
+    )
     alert = models.ForeignKey(
         "Alert", on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
     )

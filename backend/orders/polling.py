@@ -7,6 +7,11 @@ Creating a sub-order and polling one are the same job: a leg without an external
 Most answers in a tick repeat the last status: those cost no per-leg query. The batch reads the last
 statuses from the cache in one round trip and writes failures cleared, external ids and next polls in
 one statement each; only a leg whose answer changed something goes through its own transaction.
+
+Cancelling is a job of the same kind: a leg whose cancellation is `requested` (orders.services.
+order_cancel) is due at once, and its job asks the provider to cancel instead of fetching; the answer
+(confirmed, refused, or an error to retry with backoff) goes through the services, one leg at a time:
+cancels are rare.
 """
 
 import asyncio
@@ -22,14 +27,23 @@ from django.utils import timezone
 
 from . import services
 from .models import Leg, OrderItem
-from .providers import DeliveryRequest, KitchenRequest, ProviderError, ProviderOrder, get_client
+from .providers import (
+    DeliveryRequest,
+    KitchenRequest,
+    ProviderCancelRefused,
+    ProviderClient,
+    ProviderError,
+    ProviderOrder,
+    get_client,
+)
 from .providers.transport import ProviderTransport
-from .status import UnknownProviderStatus
+from .status import TERMINAL, UnknownProviderStatus
 
 logger = logging.getLogger(__name__)
 
 STATUS_CACHE_SECONDS = 3600
 EXTERNAL_ID_MAX_LENGTH = Leg._meta.get_field("external_id").max_length
+CANCEL_REQUESTED = Leg.CancelStatus.REQUESTED
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,7 @@ class LegJob:
     provider: str
     external_id: str
     request: KitchenRequest | DeliveryRequest | None  # set when the sub-order is still to be created
+    cancel: bool = False  # ask the provider to cancel the sub-order (creating it again first if unnamed)
 
 
 @dataclass
@@ -47,6 +62,7 @@ class TickReport:
     changed: int = 0
     unchanged: int = 0
     failed: int = 0
+    cancels: int = 0  # of `claimed`, cancel jobs answered (confirmed or refused)
     seconds: float = 0.0
     http_seconds: float = 0.0  # of `seconds`, waiting for providers; the rest is our database work
     batches: int = 0
@@ -71,7 +87,7 @@ def poll_due_legs(*, order_id: int | None = None) -> TickReport:
             break
         report.batches += 1
         report.claimed += len(leg_ids)
-        jobs = load_jobs(leg_ids)
+        jobs = load_jobs(leg_ids, lease_until=lease_until)
         asked = time.monotonic()
         answers = asyncio.run(_ask_providers(jobs))
         report.http_seconds += time.monotonic() - asked
@@ -95,19 +111,32 @@ def poll_due_legs(*, order_id: int | None = None) -> TickReport:
     return report
 
 
-def load_jobs(leg_ids: list[int]) -> list[LegJob]:
+def load_jobs(leg_ids: list[int], *, lease_until: datetime | None = None) -> list[LegJob]:
     """What the poller needs to call the provider of each leg, read before any HTTP call starts.
 
-    A leg already created at its provider needs only its provider and external id (read as tuples:
-    thousands per tick); only legs still to be created load their order, restaurant and items.
+    A leg already created at its provider needs only its provider, external id and cancellation (read
+    as tuples: thousands per tick); only legs still to be created load their order, restaurant and
+    items. A finished order gets no new sub-order (only a cancel job replays a create, to cancel what it
+    made): with `lease_until`, such a leg stops being polled.
     """
     legs = Leg.objects.filter(id__in=services.id_in(leg_ids)).order_by("id")
-    rows = legs.values_list("id", "provider", "external_id")
-    jobs = {leg_id: LegJob(leg_id, provider, external_id, None) for leg_id, provider, external_id in rows}
+    rows = legs.values_list("id", "provider", "external_id", "cancel_status")
+    jobs = {
+        leg_id: LegJob(leg_id, provider, external_id, None, cancel_status == CANCEL_REQUESTED)
+        for leg_id, provider, external_id, cancel_status in rows
+    }
     pending_ids = [leg_id for leg_id, job in jobs.items() if not job.external_id]
     if pending_ids:
+        idle = []
         for job in _pending_jobs(pending_ids):
-            jobs[job.leg_id] = job
+            if job.request is None:
+                idle.append(job.leg_id)
+                del jobs[job.leg_id]
+            else:
+                jobs[job.leg_id] = job
+        if idle and lease_until is not None:
+            logger.warning("Not creating legs %s: their orders are finished", idle)
+            services.legs_stop_polling(leg_ids=idle, lease_until=lease_until)
     return list(jobs.values())
 
 
@@ -135,8 +164,9 @@ def _pending_jobs(leg_ids: list[int]) -> list[LegJob]:
 def _job(leg: Leg, items: list[tuple[str, int]], kitchens: list[Leg]) -> LegJob:
     request: KitchenRequest | DeliveryRequest | None = None
     key = f"liveops-leg-{leg.pk}"
-    if leg.external_id:
-        request = None
+    cancel = leg.cancel_status == CANCEL_REQUESTED
+    if leg.external_id or (leg.order.status in TERMINAL and not cancel):
+        request = None  # a finished order gets no new sub-order: the caller drops the job
     elif leg.kind == Leg.Kind.KITCHEN:
         request = KitchenRequest(idempotency_key=key, items=items, reference=f"order-{leg.order_id}")
     else:
@@ -145,7 +175,9 @@ def _job(leg: Leg, items: list[tuple[str, int]], kitchens: list[Leg]) -> LegJob:
             addresses=[kitchen.restaurant.address for kitchen in kitchens] + [leg.order.delivery_address],
             comments=[f"{kitchen.restaurant.name} order {kitchen.external_id}" for kitchen in kitchens],
         )
-    return LegJob(leg_id=leg.pk, provider=leg.provider, external_id=leg.external_id, request=request)
+    return LegJob(
+        leg_id=leg.pk, provider=leg.provider, external_id=leg.external_id, request=request, cancel=cancel
+    )
 
 
 async def _ask_providers(jobs: list[LegJob]) -> list[ProviderOrder | ProviderError]:
@@ -178,6 +210,8 @@ async def _ask_providers(jobs: list[LegJob]) -> list[ProviderOrder | ProviderErr
 async def _ask(http: ProviderTransport, job: LegJob) -> ProviderOrder | ProviderError:
     try:
         client = get_client(job.provider)
+        if job.cancel:
+            return await _cancel(http, client, job)
         if job.request is not None:
             return await client.create(http, job.request)
         return await client.fetch(http, job.external_id)
@@ -188,6 +222,18 @@ async def _ask(http: ProviderTransport, job: LegJob) -> ProviderOrder | Provider
         return ProviderError(f"internal error: {type(error).__name__}: {error}")
 
 
+async def _cancel(http: ProviderTransport, client: ProviderClient, job: LegJob) -> ProviderOrder:
+    """Cancel a leg's sub-order. Without its id (the create was claimed, or failed, before the order was
+    cancelled, and may have reached the provider), the create is sent again first: its Idempotency-Key
+    answers the sub-order the provider already has, or makes the one to cancel."""
+    external_id = job.external_id
+    if not external_id:
+        if job.request is None:
+            raise ProviderError("no sub-order id and nothing to create it again from")
+        external_id = (await client.create(http, job.request)).external_id
+    return await client.cancel(http, external_id)
+
+
 def _apply_answers(
     jobs: list[LegJob],
     answers: list[ProviderOrder | ProviderError],
@@ -196,8 +242,11 @@ def _apply_answers(
 ) -> None:
     answered: list[tuple[LegJob, ProviderOrder]] = []
     failed: list[tuple[LegJob, str]] = []
+    cancels: list[tuple[LegJob, ProviderOrder | ProviderError]] = []
     for job, answer in zip(jobs, answers, strict=True):
-        if isinstance(answer, ProviderError):
+        if job.cancel:
+            cancels.append((job, answer))
+        elif isinstance(answer, ProviderError):
             failed.append((job, str(answer)))
         elif job.request is not None and len(answer.external_id) > EXTERNAL_ID_MAX_LENGTH:
             failed.append((job, f"external id longer than {EXTERNAL_ID_MAX_LENGTH}"))
@@ -206,6 +255,8 @@ def _apply_answers(
     _apply_batch(answered, report)
     for job, error in failed:
         _record_failure(job, error, report)
+    for job, answer in cancels:
+        _apply_cancel(job, answer, report)
     next_poll = lease_until - services.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
     services.legs_reschedule(
         leg_ids=[job.leg_id for job, _ in answered], lease_until=lease_until, at=next_poll
@@ -218,6 +269,24 @@ def _record_failure(job: LegJob, error: str, report: TickReport) -> None:
         services.leg_record_failure(leg_id=job.leg_id, error=error)
     except Exception as failure:  # one leg's bad data must not stop the others
         logger.exception("Could not record the failure of leg %s", job.leg_id)
+        report.errors.append(f"leg {job.leg_id}: {failure}")
+
+
+def _apply_cancel(job: LegJob, answer: ProviderOrder | ProviderError, report: TickReport) -> None:
+    """A cancel job's answer, through the services: confirmed, refused, or failed (retried)."""
+    try:
+        if isinstance(answer, ProviderCancelRefused):
+            report.cancels += 1
+            services.leg_cancel_refused(leg_id=job.leg_id, reason=answer.reason)
+        elif isinstance(answer, ProviderError) or len(answer.external_id) > EXTERNAL_ID_MAX_LENGTH:
+            report.failed += 1
+            error = str(answer) if isinstance(answer, ProviderError) else "external id too long"
+            services.leg_cancel_failed(leg_id=job.leg_id, error=error)
+        else:
+            report.cancels += 1
+            services.leg_cancel_confirmed(leg_id=job.leg_id, external_id=answer.external_id)
+    except Exception as failure:  # one leg's bad data must not stop the others
+        logger.exception("Could not apply the cancel answer for leg %s", job.leg_id)
         report.errors.append(f"leg {job.leg_id}: {failure}")
 
 

@@ -9,7 +9,7 @@ from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from .models import Alert, Dish, Leg, Order, OrderEvent, Restaurant
+from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, Restaurant
 from .status import ACTIVE, OrderStatus
 
 LEG_LOOKUP_CACHE_SECONDS = 24 * 3600
@@ -93,8 +93,12 @@ def alert_list(*, open: bool | None = None, kind: str = "", order: int | None = 
 
 
 def order_detail_queryset(*, user: AbstractBaseUser) -> QuerySet[Order]:
-    events = OrderEvent.objects.select_related("actor").order_by("seq")
+    events = OrderEvent.objects.select_related("actor", "alert").order_by("seq")
     return _with_details(orders_visible_to(user)).prefetch_related(Prefetch("events", queryset=events))
+
+
+def courier_list() -> QuerySet[Courier]:
+    return Courier.objects.filter(is_active=True).order_by("name")
 
 
 def board_orders(orders: QuerySet[Order]) -> QuerySet[Order]:

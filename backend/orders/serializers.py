@@ -4,8 +4,11 @@ from typing import Any
 
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .alerts import order_promised_at
 from .geo import geocode
 from .models import MAX_QUANTITY, Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
 from .status import OrderStatus
@@ -114,6 +117,8 @@ class LegSerializer(serializers.ModelSerializer):
             "next_poll_at",
             "deadline_at",
             "last_error",
+            "cancel_status",
+            "cancel_requested_at",
         ]
 
 
@@ -192,6 +197,9 @@ class OrderSerializer(serializers.ModelSerializer):
     legs = LegSerializer(many=True, read_only=True)
     courier = CourierSerializer(read_only=True, allow_null=True)
     alerts = OrderAlertSerializer(source="open_alerts", many=True, read_only=True)
+    promised_at = serializers.SerializerMethodField(
+        help_text="The ETA, or placed + the kitchens' (or the global) SLA: when the order is late after."
+    )
 
     class Meta:
         model = Order
@@ -201,6 +209,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "total",
             "delivery_address",
             "eta",
+            "promised_at",
             "courier",
             "failure_reason",
             "created_at",
@@ -210,13 +219,30 @@ class OrderSerializer(serializers.ModelSerializer):
             "alerts",
         ]
 
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_promised_at(self, order: Order) -> str:
+        return order_promised_at(order).isoformat()
+
 
 class OrderEventSerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor.username", read_only=True, default=None, allow_null=True)
+    alert_kind = serializers.CharField(source="alert.kind", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = OrderEvent
-        fields = ["seq", "type", "leg", "alert", "provider_status", "source", "actor", "reason", "at"]
+        fields = [
+            "seq",
+            "type",
+            "leg",
+            "alert",
+            "alert_kind",
+            "provider_status",
+            "cancel_status",
+            "source",
+            "actor",
+            "reason",
+            "at",
+        ]
 
     def get_fields(self) -> dict[str, serializers.Field]:
         # `from` is a Python keyword, so the two status fields are added here, after `type`.

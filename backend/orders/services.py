@@ -12,6 +12,12 @@ their legs in ascending id order too, in the same statement (`_legs_locked_by_id
 alone would lock rows in whatever order its plan meets them. So no transaction waits for a leg while
 holding a leg with a higher id, nor for an order row while holding any leg: no cycle of waits can form.
 Claims (`legs_claim_due`) skip locked legs and never wait.
+
+Cancellation: cancelling an order (or overriding it to `cancelled`) marks each leg its provider has, or
+may be getting, `requested` and makes it due at once; the poller then sends the cancel like any other
+provider call (outside any transaction, retried with backoff) and reports back through
+`leg_cancel_confirmed`, `leg_cancel_refused` or `leg_cancel_failed`. A leg never sent is confirmed at once.
+Each step is a `leg.cancel` OrderEvent.
 """
 
 import logging
@@ -34,10 +40,13 @@ from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem
 from .providers import Driver
 from .status import (
+    ACTIVE,
+    PROVIDER_CANCELLED,
     TERMINAL,
     OrderStatus,
     aggregate,
     can_override,
+    can_retry,
     can_transition,
     map_provider_status,
     provider_status_rank,
@@ -46,6 +55,7 @@ from .status import (
 logger = logging.getLogger(__name__)
 
 CUSTOMER_CANCELLABLE = frozenset({OrderStatus.SCHEDULED, OrderStatus.SUBMITTED})
+Cancel = Leg.CancelStatus
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ def _append_event(
     provider_status: str = "",
     actor: AbstractBaseUser | None = None,
     reason: str = "",
+    cancel_status: str = "",
 ) -> OrderEvent:
     event = OrderEvent.objects.create(
         order=order,
@@ -76,6 +87,7 @@ def _append_event(
         provider_status=provider_status,
         actor=actor if actor is not None and actor.is_authenticated else None,
         reason=reason,
+        cancel_status=cancel_status,
     )
     return event  # the relay (orders.relay) releases it to clients once every lower seq is settled
 
@@ -163,28 +175,50 @@ def _transition(
     actor: AbstractBaseUser | None = None,
     reason: str = "",
     override: bool = False,
+    retry: bool = False,
 ) -> OrderEvent:
-    """Move a locked order to `to_status` and record it. Raises InvalidTransition when refused."""
+    """Move a locked order to `to_status` and record it, with the change's follow-up on the legs.
+
+    Raises InvalidTransition when refused. Providers' changes follow TRANSITIONS; an operator's override
+    may force any status and a retry follows RETRY_TRANSITIONS, but either one to an active status must
+    leave something that moves the order on (`_resume_legs`). Cancelled: the providers are asked to
+    cancel (`_cancel_legs`); another terminal status: polling stops.
+    """
     from_status = order.status
-    allowed = can_override(from_status, to_status) if override else can_transition(from_status, to_status)
+    if retry:
+        allowed = can_retry(from_status, to_status)
+    elif override:
+        allowed = can_override(from_status, to_status)
+    else:
+        allowed = can_transition(from_status, to_status)
     if not allowed:
         logger.warning(
             "Refused transition of order %s: %s → %s (%s)", order.pk, from_status, to_status, source
         )
         raise InvalidTransition(f"Order #{order.pk} cannot move from {from_status!r} to {to_status!r}.")
+    if (override or retry) and to_status in ACTIVE:
+        _resume_legs(order)
     order.status = to_status
     update_fields = ["status", "updated_at"]
     if to_status == OrderStatus.FAILED:
         order.failure_reason = reason
         update_fields.append("failure_reason")
-    if to_status in TERMINAL:
+    if to_status in TERMINAL and to_status != OrderStatus.CANCELLED:
         _lock_legs(order.pk)  # in id order first: an UPDATE by order_id would lock them in table order
-        Leg.objects.filter(order=order).update(next_poll_at=None)
+        # a cancellation still being asked for goes on: its answer is wanted whatever the order became
+        Leg.objects.filter(order=order).exclude(cancel_status=Cancel.REQUESTED).update(next_poll_at=None)
+    if to_status in TERMINAL:
         _on_commit_notify(order.pk)
     order.save(update_fields=update_fields)
+    if retry:
+        event_type = OrderEvent.Type.RETRY
+    elif override:
+        event_type = OrderEvent.Type.OVERRIDE
+    else:
+        event_type = OrderEvent.Type.STATUS
     event = _append_event(
         order=order,
-        type=OrderEvent.Type.OVERRIDE if override else OrderEvent.Type.STATUS,
+        type=event_type,
         source=source,
         from_status=from_status,
         to_status=to_status,
@@ -193,6 +227,8 @@ def _transition(
         actor=actor,
         reason=reason,
     )
+    if to_status == OrderStatus.CANCELLED:
+        _cancel_legs(order, source=source, actor=actor)
     _follow_alerts(order, from_status, source, reason)
     return event
 
@@ -205,6 +241,8 @@ def _follow_alerts(order: Order, from_status: str, source: str, reason: str) -> 
         settled += [Alert.Kind.LATE, Alert.Kind.PROVIDER_FAILING]
     if from_status == OrderStatus.FAILED:
         settled.append(Alert.Kind.FAILED)
+    if from_status == OrderStatus.CANCELLED and order.status in ACTIVE:
+        settled.append(Alert.Kind.CANCEL_REFUSED)  # resumed: the kitchens that would not cancel go on
     alerts.clear_alerts(order=order, kinds=settled, source=source)
     if order.status == OrderStatus.FAILED:
         alerts.raise_alert(order=order, kind=Alert.Kind.FAILED, detail=reason or "Failed", source=source)
@@ -225,6 +263,7 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
     leg = next(candidate for candidate in legs if candidate.pk == leg_id)
 
     if order.status in TERMINAL:
+        # a finished order stays finished: a kitchen cooking on after a cancel changes nothing here
         logger.info("Ignoring %r for leg %s: order %s is %s", provider_status, leg.pk, order.pk, order.status)
         return None
     if leg.provider_status == provider_status:
@@ -240,6 +279,16 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
     leg.provider_status = provider_status
     leg.status = new_leg_status
     leg.save(update_fields=["provider_status", "status", "updated_at"])
+    if new_leg_status == OrderStatus.CANCELLED:
+        # the provider dropped its part of an active order on its own: it cannot be completed as it is
+        return _transition(
+            order=order,
+            to_status=OrderStatus.FAILED,
+            source=source,
+            leg=leg,
+            provider_status=provider_status,
+            reason=f"{_leg_label(leg)} cancelled its sub-order",
+        )
 
     derived = _derived_status(legs)
     if derived == OrderStatus.READY and not any(candidate.kind == Leg.Kind.DELIVERY for candidate in legs):
@@ -262,8 +311,14 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
 
 
 def _derived_status(legs: list[Leg]) -> OrderStatus:
-    delivery = next((leg.status for leg in legs if leg.kind == Leg.Kind.DELIVERY), None)
-    kitchen = [leg.status for leg in legs if leg.kind == Leg.Kind.KITCHEN]
+    """The order status its legs report. A leg cancelled without ever being sent counts as not sent yet
+    (resuming sends it); one its provider cancelled never gets here (the order fails, and stays so)."""
+
+    def status(leg: Leg) -> str:
+        return OrderStatus.SCHEDULED if leg.status == OrderStatus.CANCELLED else leg.status
+
+    delivery = next((status(leg) for leg in legs if leg.kind == Leg.Kind.DELIVERY), None)
+    kitchen = [status(leg) for leg in legs if leg.kind == Leg.Kind.KITCHEN]
     return aggregate(kitchen, delivery)
 
 
@@ -414,10 +469,15 @@ def legs_set_external_ids(*, external_ids: dict[int, str]) -> int:
         cursor.execute(
             f"""UPDATE {Leg._meta.db_table} AS leg SET external_id = new.external_id, updated_at = %s
                 FROM unnest(%s::bigint[], %s::text[]) AS new(id, external_id)
-                WHERE leg.id = new.id AND leg.id IN ({without_id.sql})""",
+                WHERE leg.id = new.id AND leg.id IN ({without_id.sql})
+                RETURNING leg.id, leg.order_id, leg.cancel_status""",
             [timezone.now(), list(external_ids), list(external_ids.values()), *without_id.params],
         )
-        return cursor.rowcount
+        stored = cursor.fetchall()
+    for leg_id, order_id, cancel_status in stored:
+        if cancel_status == Cancel.CONFIRMED:  # its order was cancelled while the create was on its way
+            _leg_cancel_reached_late(order_id=order_id, leg_id=leg_id)
+    return len(stored)
 
 
 def leg_clear_failure(*, leg_id: int) -> None:
@@ -433,7 +493,8 @@ def legs_clear_failures(*, leg_ids: list[int]) -> int:
     """
     if not leg_ids:
         return 0
-    failing = _legs_locked_by_id(leg_ids, "attempts > 0")
+    # a cancel being retried keeps its count: answering a poll or webhook is not confirming the cancel
+    failing = _legs_locked_by_id(leg_ids, "attempts > 0 AND cancel_status <> %s", Cancel.REQUESTED)
     with connection.cursor() as cursor:
         cursor.execute(
             f"""UPDATE {Leg._meta.db_table}
@@ -478,7 +539,8 @@ def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
     logger.warning("Leg %s (%s) failed attempt %d: %s", leg.pk, leg.provider, leg.attempts, error)
     target = leg.restaurant.name if leg.restaurant_id else "delivery"
     if now < leg.deadline_at:
-        detail = f"{leg.provider.title()} ({target}) failing: {error} (attempt {leg.attempts})"
+        who = f"{leg.restaurant.name} ({leg.provider.title()})" if leg.restaurant_id else leg.provider.title()
+        detail = f"{who} failing: {error} (attempt {leg.attempts})"
         alerts.raise_alert(
             order=order,
             kind=Alert.Kind.PROVIDER_FAILING,
@@ -551,7 +613,11 @@ def courier_report_location(*, courier_id: int, lat: float, lng: float) -> None:
 
 @transaction.atomic
 def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
-    """An operator retries a failed order, or the failing legs of an active one, right now."""
+    """An operator retries a failed order, or the failing legs of an active one, right now.
+
+    A failed order goes back to the status its legs report, through the retry transition
+    (RETRY_TRANSITIONS), which re-arms its legs; refused when a provider has cancelled its part.
+    """
     if not actor.is_staff:
         raise PermissionDenied("Only operators may retry provider calls.")
     order = _lock_order(order_id)
@@ -561,14 +627,18 @@ def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
         raise ActionNotAllowed(f"Order #{order.pk} is {order.status}: nothing to retry.")
     if order.status != OrderStatus.FAILED and not failing:
         raise ActionNotAllowed(f"Order #{order.pk} has no failing provider call to retry.")
+    if order.status == OrderStatus.FAILED:
+        problem = _resume_problem(legs)
+        if problem:
+            raise ActionNotAllowed(f"Order #{order.pk} cannot be retried: {problem}")
     now = timezone.now()
     for leg in failing:
         leg.attempts, leg.last_error, leg.deadline_at = 0, "", None
-    for leg in legs:
-        leg.next_poll_at = now
-    Leg.objects.bulk_update(legs, ["attempts", "last_error", "deadline_at", "next_poll_at"])
-    _on_commit_submit(order.pk)
     if order.status != OrderStatus.FAILED:
+        for leg in legs:
+            leg.next_poll_at = now
+        Leg.objects.bulk_update(legs, ["attempts", "last_error", "deadline_at", "next_poll_at"])
+        _on_commit_submit(order.pk)
         event = _append_event(
             order=order,
             type=OrderEvent.Type.RETRY,
@@ -582,19 +652,293 @@ def order_retry(*, order_id: int, actor: AbstractBaseUser) -> OrderEvent:
             order=order, kinds=[Alert.Kind.PROVIDER_FAILING], source=OrderEvent.Source.OPERATOR
         )
         return event
-    from_status, order.status, order.failure_reason = order.status, _derived_status(legs), ""
-    order.save(update_fields=["status", "failure_reason", "updated_at"])
-    logger.info("Order %s retried by %s: %s → %s", order.pk, actor, from_status, order.status)
-    event = _append_event(
+    Leg.objects.bulk_update(failing, ["attempts", "last_error", "deadline_at"])
+    order.failure_reason = ""
+    order.save(update_fields=["failure_reason", "updated_at"])
+    event = _transition(
         order=order,
-        type=OrderEvent.Type.RETRY,
+        to_status=_derived_status(legs),
         source=OrderEvent.Source.OPERATOR,
-        from_status=from_status,
-        to_status=order.status,
         actor=actor,
         reason="retry",
+        retry=True,
     )
-    alerts.clear_alerts(
-        order=order, kinds=[Alert.Kind.PROVIDER_FAILING, Alert.Kind.FAILED], source=OrderEvent.Source.OPERATOR
-    )
+    logger.info("Order %s retried by %s: %s → %s", order.pk, actor, event.from_status, event.to_status)
+    alerts.clear_alerts(order=order, kinds=[Alert.Kind.PROVIDER_FAILING], source=OrderEvent.Source.OPERATOR)
     return event
+
+
+# --- follow-ups of operator actions: resuming legs, cancelling them at their providers -----------------
+
+
+def _leg_label(leg: Leg) -> str:
+    """A leg as operators name it: "Melange (Pasta Fabbrica)", "Uklon (delivery)"."""
+    return f"{leg.provider.title()} ({leg.restaurant.name if leg.restaurant_id else 'delivery'})"
+
+
+def _resume_problem(legs: list[Leg]) -> str:
+    """Why the legs of a finished order cannot carry it on again ("" when they can)."""
+    for leg in legs:
+        if leg.cancel_status == Cancel.REQUESTED:
+            return f"{_leg_label(leg)} is still being asked to cancel; wait for its answer."
+        if leg.status == OrderStatus.CANCELLED and leg.external_id:
+            return f"{_leg_label(leg)} has cancelled its sub-order."
+    return ""
+
+
+def _resume_legs(order: Order) -> None:
+    """An operator moves a locked order to an active status: make sure its legs will carry it on.
+
+    Legs still active at their providers and not polled (the order was finished) are due again, with
+    their failures forgotten; cancellations that were refused or never sent are dropped (a leg never
+    sent is sent now, or at its pre-order time); a delivery is ordered if every kitchen is ready without
+    one. Raises InvalidTransition when a provider has cancelled its part, a cancellation is still
+    pending, or no leg could move the order any more (its courier has delivered, say).
+    """
+    legs = _lock_legs(order.pk)
+    problem = _resume_problem(legs)
+    if problem:
+        raise InvalidTransition(f"Order #{order.pk} cannot be resumed: {problem}")
+    now = timezone.now()
+    send_at = max(now, alerts.submit_at(order))
+    changed = []
+    for leg in legs:
+        dirty = False
+        if leg.cancel_status:
+            leg.cancel_status, leg.cancel_requested_at = Cancel.NONE, None
+            if leg.status == OrderStatus.CANCELLED:  # never sent (see _resume_problem)
+                leg.status = OrderStatus.SCHEDULED
+            dirty = True
+        if leg.status not in TERMINAL and leg.next_poll_at is None:
+            leg.next_poll_at = now if leg.external_id else send_at
+            leg.attempts, leg.last_error, leg.deadline_at = 0, "", None
+            dirty = True
+        if dirty:
+            changed.append(leg)
+    if changed:
+        Leg.objects.bulk_update(
+            changed,
+            [
+                "cancel_status",
+                "cancel_requested_at",
+                "status",
+                "next_poll_at",
+                "attempts",
+                "last_error",
+                "deadline_at",
+            ],
+        )
+    kitchens = [leg for leg in legs if leg.kind == Leg.Kind.KITCHEN]
+    delivery = next((leg for leg in legs if leg.kind == Leg.Kind.DELIVERY), None)
+    if delivery is None and kitchens and all(leg.status == OrderStatus.READY for leg in kitchens):
+        _order_delivery(order)
+    elif delivery is not None and delivery.status in TERMINAL:
+        raise InvalidTransition(
+            f"Order #{order.pk} cannot be resumed: {_leg_label(delivery)} is {delivery.status}."
+        )
+    elif delivery is None and not any(leg.status not in TERMINAL for leg in kitchens):
+        raise InvalidTransition(f"Order #{order.pk} cannot be resumed: no provider has it any more.")
+    if changed:
+        _on_commit_submit(order.pk)
+
+
+def _may_be_in_flight(leg: Leg, now: datetime, submit_at: datetime) -> bool:
+    """A leg without an external id whose create may reach (or have reached) its provider: claimed by a
+    poller right now (a lease, not its pre-order time, in next_poll_at), or tried and failed (the create
+    may have arrived though we never heard back)."""
+    if leg.attempts > 0:
+        return True
+    return leg.next_poll_at is not None and leg.next_poll_at > now and leg.next_poll_at != submit_at
+
+
+def _cancel_legs(order: Order, *, source: str, actor: AbstractBaseUser | None) -> None:
+    """The locked order was just cancelled: ask each provider that has (or may be getting) its part.
+
+    Such a leg becomes `requested` and due now: the poller sends the cancel after commit, retries it
+    with backoff and reports back. A leg never sent is `confirmed` at once, without a call. Each is a
+    `leg.cancel` event.
+    """
+    now = timezone.now()
+    submit_at = alerts.submit_at(order)
+    requested = False
+    for leg in _lock_legs(order.pk):
+        if leg.cancel_status in (Cancel.REQUESTED, Cancel.CONFIRMED):
+            continue
+        leg.cancel_requested_at = now
+        leg.attempts, leg.last_error, leg.deadline_at = 0, "", None  # the cancel gets its own deadline
+        if leg.status == OrderStatus.CANCELLED:
+            leg.cancel_status, leg.next_poll_at = Cancel.CONFIRMED, None
+            reason = f"{_leg_label(leg)} had cancelled its sub-order already"
+        elif leg.external_id or _may_be_in_flight(leg, now, submit_at):
+            leg.cancel_status, leg.next_poll_at = Cancel.REQUESTED, now
+            reason = f"Asking {_leg_label(leg)} to cancel"
+            requested = True
+        else:
+            leg.cancel_status, leg.status, leg.next_poll_at = Cancel.CONFIRMED, OrderStatus.CANCELLED, None
+            reason = f"{_leg_label(leg)} was never sent the order: nothing to cancel"
+        leg.save(
+            update_fields=[
+                "cancel_status",
+                "cancel_requested_at",
+                "status",
+                "next_poll_at",
+                "attempts",
+                "last_error",
+                "deadline_at",
+                "updated_at",
+            ]
+        )
+        _leg_cancel_event(order, leg, source=source, reason=reason, actor=actor)
+    if requested:
+        _on_commit_submit(order.pk)  # the cancels go out right after commit, not at the next tick
+
+
+def _leg_cancel_event(
+    order: Order,
+    leg: Leg,
+    *,
+    source: str,
+    reason: str,
+    actor: AbstractBaseUser | None = None,
+    provider_status: str = "",
+) -> OrderEvent:
+    return _append_event(
+        order=order,
+        type=OrderEvent.Type.LEG_CANCEL,
+        source=source,
+        from_status=order.status,
+        to_status=order.status,
+        leg=leg,
+        provider_status=provider_status,
+        actor=actor,
+        reason=reason,
+        cancel_status=leg.cancel_status,
+    )
+
+
+def _lock_leg(leg_id: int) -> tuple[Order, Leg]:
+    """The order of a leg and the leg, locked in the lock order (the order, then all its legs)."""
+    order = _lock_order(Leg.objects.values_list("order_id", flat=True).get(pk=leg_id))
+    leg = next(candidate for candidate in _lock_legs(order.pk) if candidate.pk == leg_id)
+    return order, leg
+
+
+@transaction.atomic
+def leg_cancel_confirmed(*, leg_id: int, external_id: str) -> OrderEvent | None:
+    """The provider cancelled the sub-order: the leg is cancelled and no longer polled."""
+    order, leg = _lock_leg(leg_id)
+    if leg.cancel_status == Cancel.CONFIRMED and leg.status == OrderStatus.CANCELLED:
+        return None  # a repeated answer
+    was_refused = leg.cancel_status == Cancel.REFUSED
+    leg.external_id = leg.external_id or external_id  # a create replayed by the cancel job names it
+    leg.cancel_status, leg.status, leg.provider_status = (
+        Cancel.CONFIRMED,
+        OrderStatus.CANCELLED,
+        PROVIDER_CANCELLED,
+    )
+    leg.next_poll_at, leg.attempts, leg.last_error, leg.deadline_at = None, 0, "", None
+    leg.save(
+        update_fields=[
+            "external_id",
+            "cancel_status",
+            "status",
+            "provider_status",
+            "next_poll_at",
+            "attempts",
+            "last_error",
+            "deadline_at",
+            "updated_at",
+        ]
+    )
+    logger.info("Leg %s (%s) of order %s cancelled at its provider", leg.pk, leg.provider, order.pk)
+    source = OrderEvent.Source.POLL
+    if order.status in ACTIVE:  # resumed meanwhile, yet the provider has dropped its part
+        return _transition(
+            order=order,
+            to_status=OrderStatus.FAILED,
+            source=source,
+            leg=leg,
+            provider_status=PROVIDER_CANCELLED,
+            reason=f"{_leg_label(leg)} cancelled its sub-order",
+        )
+    event = _leg_cancel_event(
+        order,
+        leg,
+        source=source,
+        reason=f"{_leg_label(leg)} confirmed the cancellation",
+        provider_status=PROVIDER_CANCELLED,
+    )
+    settled = [Alert.Kind.PROVIDER_FAILING] + ([Alert.Kind.CANCEL_REFUSED] if was_refused else [])
+    alerts.clear_alerts(order=order, kinds=settled, leg_id=leg.pk, source=source)
+    return event
+
+
+@transaction.atomic
+def leg_cancel_refused(*, leg_id: int, reason: str) -> OrderEvent | None:
+    """The provider will not cancel (it has cooked, or delivered): recorded, and an operator is alerted."""
+    order, leg = _lock_leg(leg_id)
+    if leg.cancel_status != Cancel.REQUESTED:
+        return None  # answered already
+    return _cancel_refused(order, leg, detail=f"{_leg_label(leg)} refused to cancel: {reason}")
+
+
+def _cancel_refused(order: Order, leg: Leg, *, detail: str) -> OrderEvent:
+    leg.cancel_status, leg.next_poll_at = Cancel.REFUSED, None
+    leg.save(update_fields=["cancel_status", "next_poll_at", "updated_at"])
+    logger.warning("Leg %s of order %s: %s", leg.pk, order.pk, detail)
+    source = OrderEvent.Source.POLL
+    event = _leg_cancel_event(order, leg, source=source, reason=detail[:2000])
+    alerts.clear_alerts(order=order, kinds=[Alert.Kind.PROVIDER_FAILING], leg_id=leg.pk, source=source)
+    alerts.raise_alert(order=order, kind=Alert.Kind.CANCEL_REFUSED, leg=leg, detail=detail, source=source)
+    return event
+
+
+@transaction.atomic
+def leg_cancel_failed(*, leg_id: int, error: str) -> OrderEvent | None:
+    """A cancel call failed: back off and try again; past the leg's deadline it counts as refused, with
+    an alert, since nobody can say whether the provider stopped."""
+    order, leg = _lock_leg(leg_id)
+    if leg.cancel_status != Cancel.REQUESTED:
+        return None
+    now = timezone.now()
+    leg.attempts += 1
+    leg.last_error = error[:2000]
+    leg.deadline_at = leg.deadline_at or now + timedelta(seconds=settings.PROVIDER_FAILURE_DEADLINE_SECONDS)
+    leg.next_poll_at = now + _backoff(leg.attempts)
+    leg.save(update_fields=["attempts", "last_error", "deadline_at", "next_poll_at", "updated_at"])
+    logger.warning("Cancel of leg %s (%s) failed attempt %d: %s", leg.pk, leg.provider, leg.attempts, error)
+    if now < leg.deadline_at:
+        alerts.raise_alert(
+            order=order,
+            kind=Alert.Kind.PROVIDER_FAILING,
+            leg=leg,
+            detail=f"{_leg_label(leg)} failing to cancel: {error} (attempt {leg.attempts})",
+            source=OrderEvent.Source.SYSTEM,
+        )
+        return None
+    detail = f"{_leg_label(leg)} did not confirm the cancellation: {error} ({leg.attempts} attempts)"
+    return _cancel_refused(order, leg, detail=detail)
+
+
+@transaction.atomic
+def _leg_cancel_reached_late(*, order_id: int, leg_id: int) -> None:
+    """A create we took for never sent was answered after all: that provider has the sub-order now."""
+    order = _lock_order(order_id)
+    leg = next(candidate for candidate in _lock_legs(order.pk) if candidate.pk == leg_id)
+    if leg.cancel_status != Cancel.CONFIRMED or leg.provider_status == PROVIDER_CANCELLED:
+        return
+    now = timezone.now()
+    leg.cancel_status, leg.cancel_requested_at, leg.next_poll_at = Cancel.REQUESTED, now, now
+    leg.status = OrderStatus.SCHEDULED
+    leg.save(update_fields=["cancel_status", "cancel_requested_at", "next_poll_at", "status", "updated_at"])
+    reason = f"{_leg_label(leg)} received the order after all: asking it to cancel"
+    _leg_cancel_event(order, leg, source=OrderEvent.Source.POLL, reason=reason)
+    _on_commit_submit(order.pk)
+
+
+def legs_stop_polling(*, leg_ids: list[int], lease_until: datetime) -> int:
+    """Claimed legs the poller must not call (a sub-order of a finished order never to be created)."""
+    if not leg_ids:
+        return 0
+    leased = _legs_locked_by_id(leg_ids, "next_poll_at = %s", lease_until)
+    return Leg.objects.filter(id__in=leased).update(next_poll_at=None)

@@ -1,8 +1,10 @@
 """The one status machine: internal statuses, allowed transitions, provider mappings, aggregation.
 
 An order moves forward along PIPELINE (skipping steps is allowed, because a poll may miss an
-intermediate provider status), or to a terminal branch (failed, cancelled). Nothing leaves a terminal
-status except an operator override, and nothing moves backwards.
+intermediate provider status), or to a terminal branch (failed, cancelled). Nothing moves backwards, and
+nothing leaves a terminal status except an operator: an override (any status, with a reason), or a retry
+of a failed order (RETRY_TRANSITIONS: back to the status its legs report). The services give each of
+these its follow-up (re-arm polling, ask providers to cancel, refuse what would strand the order).
 """
 
 from collections.abc import Iterable
@@ -70,26 +72,43 @@ def can_override(source: str, target: str) -> bool:
     return is_valid_status(source) and is_valid_status(target) and source != target
 
 
+# An operator's retry of a failed order: it goes back to wherever its legs stand (any pipeline status,
+# delivered included when the courier finished meanwhile).
+RETRY_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {OrderStatus.FAILED: frozenset(PIPELINE)}
+
+
+def can_retry(source: str, target: str) -> bool:
+    """Whether an operator's retry may move an order from `source` to `target`."""
+    if not (is_valid_status(source) and is_valid_status(target)):
+        return False
+    return OrderStatus(target) in RETRY_TRANSITIONS.get(OrderStatus(source), frozenset())
+
+
 # Provider status → internal status, one table per provider, in the order the statuses come (a status
 # earlier in its table than the leg's current one is a backwards move). A status not listed is unknown:
-# it is logged on the leg and never applied.
+# it is logged on the leg and never applied. `cancelled` comes last: nothing follows it, so a stale
+# "cooking" after it is a backwards move and ignored.
+PROVIDER_CANCELLED = "cancelled"
 PROVIDER_STATUS_MAP: dict[str, dict[str, OrderStatus]] = {
     "melange": {
         "not started": OrderStatus.SUBMITTED,
         "cooking": OrderStatus.COOKING,
         "cooked": OrderStatus.READY,
         "finished": OrderStatus.READY,
+        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
     },
     "bueno": {
         "accepted": OrderStatus.SUBMITTED,
         "preparing": OrderStatus.COOKING,
         "ready": OrderStatus.READY,
         "handed_over": OrderStatus.READY,
+        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
     },
     "uklon": {
         "not started": OrderStatus.COURIER_SEARCH,
         "delivery": OrderStatus.DELIVERING,
         "delivered": OrderStatus.DELIVERED,
+        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
     },
 }
 
@@ -118,7 +137,8 @@ def aggregate(kitchen: Iterable[str], delivery: str | None) -> OrderStatus:
 
     The delivery leg decides once its provider has accepted it. Before that: ready when every kitchen is,
     cooking as soon as any kitchen is cooking (or done), otherwise the least advanced kitchen leg.
-    Failed and cancelled legs are handled by the services, not here.
+    Failed and cancelled legs are handled by the services, not here (a leg its provider cancelled
+    fails an active order before anything is derived).
     """
     if delivery is not None and delivery != OrderStatus.SCHEDULED:
         return OrderStatus(delivery)

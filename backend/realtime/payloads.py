@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from typing import Any, TypedDict
 
+from orders.alerts import order_promised_at
 from orders.geo import geocode
 from orders.models import Alert, Courier, Order, OrderEvent
 
@@ -39,6 +40,7 @@ class OrderPayload(TypedDict):
     created_at: str
     updated_at: str
     eta: str | None
+    promised_at: str  # the ETA, or placed + the kitchens' (or the global) SLA: what "late" counts from
     delivery_address: str
     destination: tuple[float, float]
     restaurants: list[dict[str, Any]]
@@ -89,6 +91,7 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
         "created_at": order.created_at.isoformat(),
         "updated_at": order.updated_at.isoformat(),
         "eta": _iso(order.eta),
+        "promised_at": order_promised_at(order).isoformat(),
         "delivery_address": order.delivery_address,
         "destination": geocode(order.delivery_address),
         "restaurants": [
@@ -107,6 +110,7 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
                 "provider_status": leg.provider_status,
                 "attempts": leg.attempts,
                 "last_error": leg.last_error,
+                "cancel_status": leg.cancel_status,
             }
             for leg in legs
         ],
@@ -115,7 +119,8 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
 
 
 def event_payload(event: OrderEvent, order: OrderPayload) -> dict[str, Any]:
-    """An event with its order. Alert events also carry their alert (expects `event.alert` loaded)."""
+    """An event with its order. Alert events also carry their alert (expects `event.alert` loaded);
+    `leg.cancel` events their leg's `cancel_status`."""
     # seq, type and at come first: load tools read them without parsing the whole frame.
     payload = {
         "seq": event.seq,
@@ -129,6 +134,8 @@ def event_payload(event: OrderEvent, order: OrderPayload) -> dict[str, Any]:
         "leg": event.leg_id,
         "order": order,
     }
+    if event.type == OrderEvent.Type.LEG_CANCEL:
+        payload["cancel_status"] = event.cancel_status  # requested, confirmed or refused
     if event.alert_id is not None:
         payload["alert"] = alert_payload(event.alert)
     return payload

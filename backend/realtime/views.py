@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from orders import selectors
-from orders.models import Alert, Courier
+from orders.models import Alert
 from orders.status import PIPELINE, OrderStatus
 
 
@@ -23,7 +23,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "status_labels": dict(OrderStatus.choices),
         "alert_labels": dict(Alert.Kind.choices),
         "providers": sorted(settings.PROVIDERS),
-        "couriers": Courier.objects.order_by("name").values("id", "name"),
+        "couriers": selectors.courier_list().values("id", "name"),
         "config": {
             "wsPath": "/ws/operators/",
             "recentHours": settings.DASHBOARD_RECENT_HOURS,

@@ -1,11 +1,13 @@
-"""Provider clients. Adding a provider: one module here with a ProviderClient subclass, one entry in
-settings.PROVIDERS (url, api_key, module), and its status table in orders/status.py."""
+"""Provider clients. Adding a provider: one module here with a ProviderClient subclass (create, fetch and
+cancel paths), one entry in settings.PROVIDERS (url, api_key, module), and its status table in
+orders/status.py (ending with `cancelled`)."""
 
 from .base import (
     DeliveryRequest,
     Driver,
     KitchenRequest,
     ProviderBadResponse,
+    ProviderCancelRefused,
     ProviderClient,
     ProviderError,
     ProviderNotFound,
@@ -20,6 +22,7 @@ __all__ = [
     "Driver",
     "KitchenRequest",
     "ProviderBadResponse",
+    "ProviderCancelRefused",
     "ProviderClient",
     "ProviderError",
     "ProviderNotFound",

@@ -1,4 +1,5 @@
-"""The shape every provider client has: create a sub-order, fetch its state; errors become domain errors."""
+"""The shape every provider client has: create a sub-order, fetch its state, ask it to cancel; errors
+become domain errors."""
 
 import json
 import logging
@@ -6,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+
+from ..status import PROVIDER_CANCELLED
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,17 @@ class ProviderNotFound(ProviderError):
 
 class ProviderRejected(ProviderError):
     """The provider refused our request (4xx other than 404/429)."""
+
+
+class ProviderCancelRefused(ProviderError):
+    """The provider will not cancel the sub-order (409 to a cancel: already cooked, already delivered).
+
+    Final, unlike the other errors: asking again changes nothing. `reason` is the provider's own words.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,9 @@ class ProviderClient:
     def fetch_path(self, external_id: str) -> str:
         raise NotImplementedError
 
+    def cancel_path(self, external_id: str) -> str:
+        raise NotImplementedError
+
     def parse_order(self, payload: dict[str, Any]) -> ProviderOrder:
         return ProviderOrder(external_id=_text(payload, "id"), status=_text(payload, "status"))
 
@@ -114,8 +131,30 @@ class ProviderClient:
             raise ProviderBadResponse(f"{self.name} answered for {order.external_id!r}, not {external_id!r}")
         return order
 
+    async def cancel(self, http: HTTPSession, external_id: str) -> ProviderOrder:
+        """Ask the provider to cancel a sub-order; the answer is the sub-order, now `cancelled`.
+
+        Idempotent at the provider (cancelling a cancelled sub-order answers it again), so a retried
+        cancel is safe. A refusal (409) raises ProviderCancelRefused; other failures the usual errors.
+        """
+        path = self.cancel_path(external_id)
+        payload = await self._call(http, "POST", path, json={}, refusal=True)
+        order = self.parse_order(payload)
+        if order.external_id != external_id:
+            raise ProviderBadResponse(f"{self.name} answered for {order.external_id!r}, not {external_id!r}")
+        if order.status != PROVIDER_CANCELLED:
+            raise ProviderBadResponse(f"{self.name} answered a cancel with status {order.status!r}")
+        return order
+
     async def _call(
-        self, http: HTTPSession, method: str, path: str, *, json: Any = None, idempotency_key: str = ""
+        self,
+        http: HTTPSession,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        idempotency_key: str = "",
+        refusal: bool = False,
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if self.api_key:
@@ -131,13 +170,18 @@ class ProviderClient:
             ) from error
         except httpx.HTTPError as error:
             raise ProviderUnavailable(f"{self.name} unreachable: {type(error).__name__}: {error}") from error
-        return self._read(response, method, path)
+        return self._read(response, method, path, refusal=refusal)
 
-    def _read(self, response: HTTPResponse, method: str, path: str) -> dict[str, Any]:
+    def _read(
+        self, response: HTTPResponse, method: str, path: str, *, refusal: bool = False
+    ) -> dict[str, Any]:
         status = response.status_code
         where = f"{method} {path}"
         if status >= 500 or status == 429:
             raise ProviderUnavailable(f"{self.name} answered {status} to {where}")
+        if status == 409 and refusal:
+            reason = _error_text(response)
+            raise ProviderCancelRefused(f"{self.name} refused {where}: {reason}", reason=reason)
         if status == 404:
             raise ProviderNotFound(f"{self.name} does not know {where} (404)")
         if status >= 400:
@@ -151,6 +195,17 @@ class ProviderClient:
         if not isinstance(payload, dict):
             raise ProviderBadResponse(f"{self.name} sent JSON that is not an object: {str(payload)[:80]}")
         return payload
+
+
+def _error_text(response: HTTPResponse) -> str:
+    """The provider's `{"error": "..."}` message, or the start of whatever body it sent."""
+    try:
+        payload = response.json()
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), str) and payload["error"].strip():
+        return payload["error"].strip()[:200]
+    return response.text.strip()[:200] or "no reason given"
 
 
 def _text(payload: dict[str, Any], key: str) -> str:

@@ -1,4 +1,5 @@
-"""Bueno (kitchen, pull + webhooks): POST / {items: [{name, qty}], reference}; GET /{id}."""
+"""Bueno (kitchen, pull + webhooks): POST / {items: [{name, qty}], reference}; GET /{id};
+POST /{id}/cancel."""
 
 from typing import Any
 
@@ -14,3 +15,6 @@ class BuenoClient(ProviderClient):
 
     def fetch_path(self, external_id: str) -> str:
         return f"/{external_id}"
+
+    def cancel_path(self, external_id: str) -> str:
+        return f"/{external_id}/cancel"

@@ -1,4 +1,5 @@
-"""Melange (kitchen, pull): POST /api/orders {order: [{dish, quantity}]}; GET /api/orders/{id}."""
+"""Melange (kitchen, pull): POST /api/orders {order: [{dish, quantity}]}; GET /api/orders/{id};
+POST /api/orders/{id}/cancel."""
 
 from typing import Any
 
@@ -15,3 +16,6 @@ class MelangeClient(ProviderClient):
 
     def fetch_path(self, external_id: str) -> str:
         return f"/api/orders/{external_id}"
+
+    def cancel_path(self, external_id: str) -> str:
+        return f"/api/orders/{external_id}/cancel"

@@ -1,4 +1,5 @@
-"""Uklon (delivery): POST /drivers/orders {addresses, comments}; GET /drivers/orders/{id}."""
+"""Uklon (delivery): POST /drivers/orders {addresses, comments}; GET /drivers/orders/{id};
+POST /drivers/orders/{id}/cancel."""
 
 from typing import Any
 
@@ -13,6 +14,9 @@ class UklonClient(ProviderClient):
 
     def fetch_path(self, external_id: str) -> str:
         return f"/drivers/orders/{external_id}"
+
+    def cancel_path(self, external_id: str) -> str:
+        return f"/drivers/orders/{external_id}/cancel"
 
     def parse_order(self, payload: dict[str, Any]) -> ProviderOrder:
         order = super().parse_order(payload)

@@ -60,3 +60,13 @@ def test_alerts_are_read_only_in_the_admin(admin_client):
     assert change.status_code == 403
     alert.refresh_from_db()
     assert (alert.kind, alert.detail) == ("late", "Late 5 min")
+
+
+def test_no_form_changes_a_status_or_a_cancellation(admin_client):
+    """Status and cancellation change through the services (cancel, override, retry), never a form."""
+    order = Order.objects.get()
+    leg = order.legs.first()
+    for page in (f"/admin/orders/order/{order.pk}/change/", f"/admin/orders/leg/{leg.pk}/change/"):
+        form = admin_client.get(page).content
+        for field in (b"status", b"cancel_status", b"legs-0-status", b"legs-0-cancel_status"):
+            assert b'name="' + field + b'"' not in form, (page, field)

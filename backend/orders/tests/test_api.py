@@ -228,7 +228,13 @@ class TestCancel:
         assert response.status_code == 200
         body = response.json()
         assert body["status"] == "cancelled"
-        assert body["events"][-1]["reason"] == "oops"
+        [cancelled] = [event for event in body["events"] if event["type"] == "order.status"]
+        assert (cancelled["to"], cancelled["reason"]) == ("cancelled", "oops")
+        # its one leg was never sent: confirmed at once, in the history, and shown on the leg
+        assert [event["cancel_status"] for event in body["events"] if event["type"] == "leg.cancel"] == [
+            "confirmed"
+        ]
+        assert body["legs"][0]["cancel_status"] == "confirmed"
 
     def test_customer_too_late_is_409(self, client_for, customer, restaurants):
         order = factories.make_order(customer, restaurants["melange"])
@@ -325,10 +331,12 @@ class TestRetry:
         response = client_for(operator).post(f"/api/orders/{order.pk}/retry/")
         assert response.status_code == 200
         body = response.json()
-        assert (body["status"], body["failure_reason"], body["events"][-1]["type"]) == (
+        [retry] = [event for event in body["events"] if event["type"] == "order.retry"]
+        assert (body["status"], body["failure_reason"], retry["from"], retry["to"]) == (
             "scheduled",
             "",
-            "order.retry",
+            "failed",
+            "scheduled",
         )
 
     def test_nothing_to_retry_is_409(self, client_for, operator, customer, restaurants):

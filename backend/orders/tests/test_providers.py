@@ -9,6 +9,7 @@ from orders.providers import (
     DeliveryRequest,
     KitchenRequest,
     ProviderBadResponse,
+    ProviderCancelRefused,
     ProviderNotFound,
     ProviderRejected,
     ProviderUnavailable,
@@ -67,6 +68,58 @@ def test_failures_become_domain_errors(providers, fault, error, message):
     providers["melange"].configure(**fault)
     with pytest.raises(error, match=message):
         call(lambda http: get_client("melange").create(http, KITCHEN))
+
+
+CANCEL_CASES = [
+    # provider, request, the status from which it refuses, with the words it says so
+    ("melange", KITCHEN, "cooked", "already cooked"),
+    ("bueno", KITCHEN, "ready", "already ready"),
+    (
+        "uklon",
+        DeliveryRequest(idempotency_key="liveops-leg-3", addresses=["A st", "B st"]),
+        "delivered",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("provider", "request_", "too_late", "words"), CANCEL_CASES)
+def test_cancel_is_confirmed_then_idempotent(providers, provider, request_, too_late, words):
+    client = get_client(provider)
+    providers[provider].configure(step_seconds=60)
+    created = call(lambda http: client.create(http, request_))
+    cancelled = call(lambda http: client.cancel(http, created.external_id))
+    assert (cancelled.external_id, cancelled.status) == (created.external_id, "cancelled")
+    again = call(lambda http: client.cancel(http, created.external_id))
+    assert again.status == "cancelled", "cancelling a cancelled sub-order is confirmed again"
+    assert call(lambda http: client.fetch(http, created.external_id)).status == "cancelled"
+
+
+@pytest.mark.parametrize(("provider", "request_", "too_late", "words"), CANCEL_CASES)
+def test_a_refusal_is_its_own_error_with_the_providers_words(providers, provider, request_, too_late, words):
+    client = get_client(provider)
+    providers[provider].configure(step_seconds=60)
+    created = call(lambda http: client.create(http, request_))
+    providers[provider].advance(created.external_id, too_late)
+    with pytest.raises(ProviderCancelRefused) as refused:
+        call(lambda http: client.cancel(http, created.external_id))
+    assert refused.value.reason == (words or f"already {too_late}")
+    assert call(lambda http: client.fetch(http, created.external_id)).status == too_late
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [({"down": True}, ProviderUnavailable), ({"garbage_rate": 1.0}, ProviderBadResponse)],
+)
+def test_cancel_failures_are_the_usual_errors(providers, fault, error):
+    client = get_client("melange")
+    created = call(lambda http: client.create(http, KITCHEN))
+    providers["melange"].configure(**fault)
+    with pytest.raises(error):
+        call(lambda http: client.cancel(http, created.external_id))
+    with pytest.raises(ProviderNotFound):
+        providers["melange"].configure(down=False, garbage_rate=0)
+        call(lambda http: client.cancel(http, "mel_nobody"))
 
 
 def test_unknown_sub_order_is_not_found(providers):

@@ -334,7 +334,7 @@ class TestPollBookkeeping:
     def test_reschedule_skips_legs_of_finished_orders(self, customer, operator, restaurants):
         order = factories.make_order(customer, restaurants["melange"])
         leg_ids, lease_until = services.legs_claim_due(limit=10)
-        services.order_cancel(order_id=order.pk, actor=operator)
+        services.order_fail(order_id=order.pk, reason="kitchen closed")
         assert services.legs_reschedule(leg_ids=leg_ids, lease_until=lease_until, at=timezone.now()) == 0
         assert order.legs.get().next_poll_at is None
 

@@ -10,8 +10,10 @@ from orders.status import (
     UnknownProviderStatus,
     aggregate,
     can_override,
+    can_retry,
     can_transition,
     map_provider_status,
+    provider_status_rank,
 )
 
 S = OrderStatus
@@ -49,10 +51,17 @@ def test_override_allows_any_change_but_a_repeat(source, target):
     assert can_override(source, target) is (source != target)
 
 
+@pytest.mark.parametrize(("source", "target"), list(itertools.product(S, S)))
+def test_retry_takes_a_failed_order_back_to_any_pipeline_status_only(source, target):
+    expected = source == S.FAILED and target not in {S.FAILED, S.CANCELLED}
+    assert can_retry(source, target) is expected
+
+
 @pytest.mark.parametrize("bogus", ["", "COOKING", "lost", None, 3])
 def test_unknown_statuses_are_refused(bogus):
     assert not can_transition(S.SCHEDULED, bogus)
     assert not can_transition(bogus, S.COOKING)
+    assert not can_retry(S.FAILED, bogus)
     assert not can_override(S.SCHEDULED, bogus)
 
 
@@ -70,15 +79,25 @@ def test_unknown_statuses_are_refused(bogus):
         ("uklon", "not started", S.COURIER_SEARCH),
         ("uklon", "delivery", S.DELIVERING),
         ("uklon", "delivered", S.DELIVERED),
+        ("melange", "cancelled", S.CANCELLED),
+        ("bueno", "cancelled", S.CANCELLED),
+        ("uklon", "cancelled", S.CANCELLED),
     ],
 )
 def test_provider_status_map(provider, provider_status, expected):
     assert map_provider_status(provider, provider_status) == expected
 
 
-def test_every_provider_table_maps_to_pipeline_statuses():
-    for table in PROVIDER_STATUS_MAP.values():
-        assert set(table.values()) <= set(S) - {S.FAILED, S.CANCELLED, S.SCHEDULED}
+def test_every_provider_table_maps_to_pipeline_statuses_then_ends_cancelled():
+    for provider, table in PROVIDER_STATUS_MAP.items():
+        *progress, last = table
+        assert {table[status] for status in progress} <= set(S) - {S.FAILED, S.CANCELLED, S.SCHEDULED}
+        assert (last, table[last]) == ("cancelled", S.CANCELLED)
+        # last in the table: whatever a stale read reports after it is a backwards move, ignored
+        assert all(
+            provider_status_rank(provider, status) < provider_status_rank(provider, last)
+            for status in progress
+        )
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,18 @@
 """WebSocket consumers over the full ASGI stack and the real Redis channel layer."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
+from django.utils import timezone
 
 from core.asgi import application
-from orders import services
-from orders.models import Courier, Leg, Order, OrderEvent
+from orders import alerts, services
+from orders.models import Courier, Leg, Order
 from orders.tests import factories
 from realtime import consumers
 
@@ -122,15 +124,25 @@ class TestWhoMayConnect:
 
 
 class TestSnapshot:
-    def test_operators_get_every_active_order(self, world, operator):
-        latest = OrderEvent.objects.latest("seq").seq
+    def test_operators_get_the_board_active_recent_and_alerting_orders(self, world, operator, relay):
+        old_delivered, old_failed = (
+            factories.make_order(world["mine"].customer, world["leg"].restaurant) for _ in range(2)
+        )
+        long_ago = timezone.now() - timedelta(days=3)
+        Order.objects.filter(pk__in=[old_delivered.pk, old_failed.pk]).update(updated_at=long_ago)
+        Order.objects.filter(pk=old_delivered.pk).update(status="delivered")
+        Order.objects.filter(pk=old_failed.pk).update(status="failed")
+        alerts.raise_alert(order=old_failed, kind="failed", detail="Melange down", source="system")
+        latest = relay.caught_up()
 
         async def scenario():
             communicator = await socket("/ws/operators/", operator)
             await communicator.connect()
             snapshot = await frame(communicator)
             assert snapshot["type"] == "snapshot"
-            assert {order["id"] for order in snapshot["orders"]} == {world["mine"].pk, world["theirs"].pk}
+            on_board = {order["id"] for order in snapshot["orders"]}
+            # active ones, one that ended within DASHBOARD_RECENT_HOURS, an old one with an open alert
+            assert on_board == {world["mine"].pk, world["theirs"].pk, world["delivered"].pk, old_failed.pk}
             assert snapshot["seq"] == latest >= max(order["seq"] for order in snapshot["orders"])
             order = next(order for order in snapshot["orders"] if order["id"] == world["mine"].pk)
             assert order["courier"]["name"] == "Courier1"
