@@ -47,7 +47,7 @@ MAX_SEQ = 2**63 - 1  # OrderEvent.seq is a bigint
 @dataclass(frozen=True)
 class Snapshot:
     seq: int
-    text: str
+    texts: list[str]  # the snapshot's frames: one unless it is over payloads.MAX_FRAME_BYTES
     order_seqs: dict[int, int]
     taken_at: float
 
@@ -89,8 +89,8 @@ class Stream:
             payloads.order_payload(order, seq=order.last_seq or 0)
             for order in selectors.with_stream_details(orders)
         ]
-        text = payloads.dumps({"type": "snapshot", "seq": seq, "orders": rows})
-        return Snapshot(seq, text, {row["id"]: row["seq"] for row in rows}, time.monotonic())
+        texts = payloads.snapshot_frames(seq, [payloads.dumps(row) for row in rows])
+        return Snapshot(seq, texts, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
     def events_after(self, after: int, limit: int) -> tuple[int, list[hub.EventItem]] | None:
         """The mark and every visible event after `after` up to it, rendered; None when over `limit`.
@@ -201,7 +201,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         # The client starts over from the snapshot: what was sent before it no longer counts.
         self.high = snapshot.seq
         self.filter_upto = max([snapshot.seq, *snapshot.order_seqs.values()])
-        await self.send(text_data=snapshot.text)
+        for text in snapshot.texts:
+            await self.send(text_data=text)
         # Events released after the snapshot was read (it may be shared and a moment old).
         await self._resume(snapshot.seq, quiet=True)
 
@@ -276,11 +277,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._send_events(texts)
 
     async def _send(self, text: str) -> None:
-        """Send a frame from the hub; a client that just left is not an error (disconnect() comes next)."""
+        """Send a frame from the hub. A client that just left is not an error (disconnect() comes next); a
+        frame that could not be sent is a gap, so the client is told to resume (4503) rather than go on."""
         try:
             await self.send(text_data=text)
         except Disconnected:
             self.open = False
+        except Exception:
+            logger.exception(
+                "Could not send %d bytes to %s: closing so that it resumes", len(text), self.user
+            )
+            self.open = False
+            await self.close(code=CLOSE_RESUME)
 
     async def _send_events(self, texts: list[str]) -> None:
         # The events are JSON already (rendered once by the publisher): join, don't re-encode.

@@ -140,10 +140,9 @@ class Hub:
             members = list(group.members)
             if events:
                 events.sort()  # in seq order already, unless a relay took over and republished
-                text = '{"type":"events","events":[' + ",".join(item[2] for item in events) + "]}"
-                batch = EventBatch(events, text)
-                for member in members:
-                    await self._deliver(member.take_events(batch), group)
+                for batch in _batches(events):  # several frames only past payloads.MAX_FRAME_BYTES
+                    for member in members:
+                        await self._deliver(member.take_events(batch), group)
             if locations:
                 couriers = list(locations.values())
                 text = payloads.dumps({"type": "locations", "couriers": couriers})
@@ -156,6 +155,16 @@ class Hub:
             await delivery
         except Exception:  # one broken socket must not starve the others
             logger.exception("Could not deliver to a member of %s", group.name)
+
+
+def _batches(events: list[EventItem]) -> list[EventBatch]:
+    """The events of one flush as frames under payloads.MAX_FRAME_BYTES, in seq order."""
+    batches, start = [], 0
+    for texts in payloads.chunked([item[2] for item in events]):
+        items = events[start : start + len(texts)]
+        start += len(texts)
+        batches.append(EventBatch(items, '{"type":"events","events":[' + ",".join(texts) + "]}"))
+    return batches
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()

@@ -141,5 +141,35 @@ def event_payload(event: OrderEvent, order: OrderPayload) -> dict[str, Any]:
     return payload
 
 
+# The largest frame we send. daphne refuses messages over 1 MiB (autobahn's default); a snapshot or a
+# coalesced batch that would be larger goes out as several frames.
+MAX_FRAME_BYTES = 512 * 1024
+
+
+def snapshot_frames(seq: int, orders: list[str]) -> list[str]:
+    """A snapshot of orders (each JSON already) as frames under MAX_FRAME_BYTES: `part` of `parts`;
+    a client applies the snapshot once it holds every part (frontend/static/liveops/live.js)."""
+    chunks = chunked(orders)
+    return [
+        f'{{"type":"snapshot","seq":{seq},"part":{index},"parts":{len(chunks)},"orders":[{",".join(chunk)}]}}'
+        for index, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def chunked(texts: list[str], limit: int | None = None) -> list[list[str]]:
+    """`texts` in runs whose joined size stays under `limit` (an item alone over it gets a run of its own)."""
+    limit = limit or MAX_FRAME_BYTES
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for text in texts:
+        length = len(text.encode()) + 1
+        if chunks[-1] and size + length > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(text)
+        size += length
+    return chunks
+
+
 def dumps(payload: Any) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)

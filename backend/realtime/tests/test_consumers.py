@@ -14,7 +14,7 @@ from core.asgi import application
 from orders import alerts, services
 from orders.models import Courier, Leg, Order
 from orders.tests import factories
-from realtime import consumers
+from realtime import consumers, payloads
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("relay")]
 TIMEOUT = 3
@@ -188,6 +188,32 @@ class TestSnapshot:
             await communicator.connect()
             [order] = (await frame(communicator))["orders"]
             assert (order["id"], order["status"]) == (world["delivered"].pk, "delivered")
+            await communicator.disconnect()
+
+        run(scenario)
+
+
+class TestLargeFrames:
+    def test_a_large_snapshot_and_a_large_batch_come_in_frames_under_the_limit(
+        self, world, operator, relay, monkeypatch
+    ):
+        monkeypatch.setattr(payloads, "MAX_FRAME_BYTES", 1200)  # about an order per frame
+
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator)
+            await communicator.connect()
+            parts = [await frame(communicator)]
+            while parts[-1]["part"] < parts[-1]["parts"]:
+                parts.append(await frame(communicator))
+            assert len(parts) > 1 and {part["seq"] for part in parts} == {parts[0]["seq"]}
+            ids = [order["id"] for part in parts for order in part["orders"]]
+            assert sorted(ids) == sorted({world["mine"].pk, world["theirs"].pk, world["delivered"].pk})
+            changes = [await advance(world["leg"].pk, s) for s in ["not started", "cooking", "cooked"]]
+            changes += [await advance(world["their_leg"].pk, s) for s in ["accepted", "preparing"]]
+            seqs = []
+            while len(seqs) < len(changes):
+                seqs += [event["seq"] for event in (await frame(communicator))["events"]]
+            assert seqs == [change.seq for change in changes]
             await communicator.disconnect()
 
         run(scenario)

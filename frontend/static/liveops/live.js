@@ -26,6 +26,7 @@ export class LiveSocket {
     this.path = path;
     this.handlers = handlers;
     this.lastSeq = null; // null until the first snapshot: then the first connection asks for one
+    this.snapshotOrders = []; // the parts of a snapshot that came in several frames
     this.state = null;
     this.socket = null;
     this.failures = 0;
@@ -164,11 +165,19 @@ export class LiveSocket {
     this.failures = 0;
     this.setState('connected', 'live');
     switch (frame.type) {
-      case 'snapshot':
-        // A snapshot replaces everything, including where we are in the stream.
+      case 'snapshot': {
+        // A snapshot replaces everything, including where we are in the stream. A large one comes in
+        // `parts` frames, one after the other: it is applied once the last has arrived.
+        const part = Number(frame.part) || 1;
+        if (part === 1) this.snapshotOrders = [];
+        this.snapshotOrders.push(...(frame.orders || []));
+        if (part < (Number(frame.parts) || 1)) break;
+        const orders = this.snapshotOrders;
+        this.snapshotOrders = [];
         this.lastSeq = Number(frame.seq) || 0;
-        this.handlers.onSnapshot(frame);
+        this.handlers.onSnapshot({ ...frame, orders });
         break;
+      }
       case 'events': {
         // The server sends events in seq order, each once. The page still applies an event only when
         // it is newer than its order's seq: a snapshot's order may already hold a later change.
