@@ -1,4 +1,5 @@
-"""What every benchmark needs: its own database, Django set up in the driving process, a web process.
+"""What every benchmark needs: its own database, Django set up in the driving process, a web process
+and the event relay.
 
 Benchmarks never touch real data: they work in `<name>_bench` next to DATABASE_URL's database (emptied
 and re-seeded each run) and send Celery tasks to Redis database 15, which nothing consumes here.
@@ -29,10 +30,11 @@ BROKER_DB = 15
 WEB_START_TIMEOUT_SECONDS = 60
 
 
-def bench_database_url() -> str:
+def bench_database_url(suffix: str = "bench") -> str:
+    """DATABASE_URL's database renamed `<name>_<suffix>`."""
     parts = urlsplit(os.environ["DATABASE_URL"])
     name = parts.path.lstrip("/") or "liveops"
-    return urlunsplit(parts._replace(path=f"/{name}_bench"))
+    return urlunsplit(parts._replace(path=f"/{name}_{suffix}"))
 
 
 def ensure_database(url: str) -> None:
@@ -56,10 +58,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def setup_django(**env: str) -> None:
-    """Points this process (and the processes it starts) at the bench database with production settings,
-    sets Django up, migrates, empties and seeds it."""
-    os.environ["DATABASE_URL"] = bench_database_url()
+def setup_django(database_suffix: str = "bench", **env: str) -> None:
+    """Points this process (and the processes it starts) at the bench database (`<name>_<database_suffix>`)
+    with production settings, sets Django up, migrates, empties and seeds it."""
+    os.environ["DATABASE_URL"] = bench_database_url(database_suffix)
     redis = urlsplit(os.environ["REDIS_URL"])
     os.environ["CELERY_BROKER_URL"] = urlunsplit(redis._replace(path=f"/{BROKER_DB}"))
     os.environ["LOG_LEVEL"] = "WARNING"
@@ -124,6 +126,58 @@ def start_web(port: int, log: Path, **env: str) -> subprocess.Popen:
             time.sleep(0.2)
     web.kill()
     raise RuntimeError(f"web process did not start: {log.read_text()[-2000:]}")
+
+
+def start_relay(log: Path, stats_file: Path, **env: str) -> subprocess.Popen:
+    """The event relay (`manage.py relay_events`), as the Procfile starts it, on the bench database and
+    with this process's environment (channel-layer prefix included) plus `env`. Returns once it leads
+    (holds orders.relay.LEADER_LOCK); refuses to start while another relay leads on the bench database,
+    since ours would only stand by. `stop_relay` stops it and reads the counters it writes to `stats_file`.
+    """
+    if _relay_leading():
+        raise RuntimeError("another relay is releasing events on the bench database; stop it first")
+    with open(log, "wb") as out:
+        relay = subprocess.Popen(
+            [sys.executable, "backend/manage.py", "relay_events", "--stats-file", str(stats_file)],
+            cwd=REPO,
+            env=python_path_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + WEB_START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and relay.poll() is None:
+        if _relay_leading():
+            return relay
+        time.sleep(0.2)
+    stop(relay)
+    raise RuntimeError(f"relay did not start: {log.read_text()[-2000:]}")
+
+
+def stop_relay(relay: subprocess.Popen, stats_file: Path) -> dict | None:
+    """SIGTERM, as a deploy stops it; the relay's counters (orders.relay.RelayStats), or None."""
+    stop(relay, timeout=30)
+    try:
+        return json.loads(stats_file.read_text())
+    except (OSError, ValueError):
+        logger.warning("the relay wrote no stats (exit code %s)", relay.returncode)
+        return None
+
+
+def _relay_leading() -> bool:
+    """Whether a relay holds the leader lock in this process's database (an advisory lock on a bigint
+    key shows in pg_locks as its high and low 32 bits)."""
+    from django.db import connection
+
+    from orders.relay import LEADER_LOCK
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                 AND classid::bigint * 4294967296 + objid::bigint = %s
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))""",
+            [LEADER_LOCK],
+        )
+        return cursor.fetchone()[0]
 
 
 def stop(process: subprocess.Popen, timeout: float = 10) -> None:

@@ -7,30 +7,43 @@ Needs DATABASE_URL and REDIS_URL (`make bench` provides embedded ones). Works in
 other processes on the same Redis neither see its messages nor send it theirs. Celery tasks go to Redis
 database 15 (nothing consumes them; purged at the end) unless CELERY_BROKER_URL is set.
 
-One invocation makes two runs on fresh web processes, the same sockets and the same load:
-- `coalesced`: as in production. The driver applies statuses in 100 ms batches, as a poll tick does,
-  so each tick publishes one message per group; the web process sends each group's events of one
-  REALTIME_FLUSH_MS interval as one frame (`--flush-ms`, default 100).
-- `uncoalesced`: coalescing switched off: the driver publishes every change on its own commit and the
-  web process runs with REALTIME_FLUSH_MS=0 (a frame leaves on the next turn of its event loop; it still
-  merges what had already arrived together, it never waits for more).
+The writers only write, as the services do; events reach the sockets the production way: one relay
+process (`manage.py relay_events`, started fresh for each run with the web process's environment and
+stopped with SIGTERM at its end) reads the committed events in seq order up to its high-water mark and
+publishes them through realtime.broadcast.publish_released, one message per group per batch it
+releases; the web process sends each group's events of one REALTIME_FLUSH_MS interval as one frame.
+
+One invocation makes two runs, each on a freshly emptied database with fresh web and relay processes,
+the same number of sockets and the same load:
+- `coalesced`: as in production: the web process flushes every `--flush-ms` (default 100) and the relay
+  reads every REALTIME_RELAY_INTERVAL_MS (`--relay-interval-ms`; default: the product's setting).
+- `uncoalesced`: coalescing switched off as far as the relay allows: the web process runs with
+  REALTIME_FLUSH_MS=0 (a frame leaves on the next turn of its event loop; it still merges what had
+  already arrived together, it never waits for more) and the relay reads every 1 ms. Writers never
+  publish: the relay publishes what committed since its last read, at 1 ms mostly one writer
+  transaction per message.
 `--skip-uncoalesced` makes the first run only; `--no-coalesce` the second only.
 
-The driver applies provider statuses through the real service (`leg_apply_status`), so publishing goes
-through `realtime.broadcast` exactly as in production. Every client checks it received every event it
-may see (operators: all; a courier: its orders), with no duplicate, no gap and seq ascending. Latency
-runs from the event's `at`, taken in the writing transaction just before commit, to the moment the
-client read the frame. A run fails (`ok: false`) on any socket that did not connect or errored, any
-missing event (completeness under 100%), any gap, duplicate or out-of-order seq (per order: several
-writers commit side by side), or a frame the clients' cheap parser misread. The exit code (and the
-top-level `ok`) follows the coalesced run, the production configuration; the uncoalesced run is the
-comparison, and what it fails to deliver within `--grace` is reported as its finding.
+The writers (`--writers`, processes, like several Celery workers, on their own orders) use
+`--driver bulk` by default: each 100 ms tick's changes go into one transaction, real OrderEvent rows and
+order statuses, as a poll tick writes them. `--driver service` calls `leg_apply_status` per change
+instead (one transaction each): about 5 ms of ORM CPU each, which at 300/s would take the cores the web
+process and the clients need on a small machine. Writers stop after `--duration` seconds, so a writer
+that lags shows as a lower `changes_per_s`. They commit as production does (synchronous_commit on, the
+event INSERT last, as in the services), and their transactions overlap, so seqs may commit out of
+order: the relay holds an event while a lower seq's transaction is still open (`relay.held_ms_*`).
+The mark's whole latency cost is that hold, the wait for the relay's next read and its own work.
 
-The writers (`--writers`, processes, like several Celery workers) use `--driver bulk` by default: each
-100 ms tick's changes go into one transaction, real OrderEvent rows and order statuses published through
-`realtime.broadcast`. `--driver service` calls `leg_apply_status` per change instead: about 5 ms of ORM
-CPU each, which at 300/s would take the cores the web process and the clients need on a 2-core machine.
-Writers stop after `--duration` seconds, so a writer that lags shows as a lower `changes_per_s`.
+Every client checks it received every event it may see (operators: all; a courier: its orders), with no
+duplicate and no gap, and that its socket received them in seq order: an event whose seq is below the
+highest that socket received before is an inversion. Latency runs from the event's `at`, taken in the
+writing transaction just before commit, to the moment the client read the frame: it includes the wait
+for the relay's next read, any time held behind a missing seq, and publishing. A run fails (`ok:
+false`) on any socket that did not connect or errored, any missing event (completeness under 100%),
+any gap, duplicate or inversion, a frame the clients' cheap parser misread, or a relay that wrote no
+counters. The exit code (and the top-level `ok`) follows the coalesced run, the production
+configuration; the uncoalesced run is the comparison, and what it fails to deliver within `--grace` is
+reported as its finding.
 
 JSON (`--json PATH`); keys are stable, bench/report.py reads them:
   ok                    the coalesced run passed (the uncoalesced one when it ran alone)
@@ -38,6 +51,7 @@ JSON (`--json PATH`); keys are stable, bench/report.py reads them:
                         one run each (absent when skipped), with:
     ok, failures        passed; why not (list of short reasons)
     mode, flush_ms      "coalesced" / "uncoalesced"; the web process's REALTIME_FLUSH_MS
+    relay_interval_ms   the relay's REALTIME_RELAY_INTERVAL_MS
     operators, couriers, sockets, connected
                         sockets asked for, and connected with a snapshot
     target_rate, changes_per_s, changes, duration_s
@@ -46,31 +60,49 @@ JSON (`--json PATH`); keys are stable, bench/report.py reads them:
     completeness_min    the lowest received/expected of any socket (1.0 = all)
     completeness_total  received / expected
     incomplete_sockets  sockets that missed anything
-    missing, gaps, duplicates, out_of_order, unexpected
+    missing, gaps, duplicates, inversions, unexpected
                         summed over sockets: events due but not received; runs of consecutive missing
-                        seqs; seqs received twice; seqs lower than the one before; seqs not due
+                        seqs; seqs received twice; seqs below the highest the socket had received
+                        before; seqs not due
+    inversion_sockets   sockets with at least one inversion; inversion_samples: the first few, each
+                        [seq, highest seq the socket had before it]
     errors              sockets that failed (count); error_samples: the first few messages
     other_frames        frames that were neither events nor the first snapshot, by type
     parse_mismatches    sampled frames where the clients' regex and json.loads disagreed
+    max_frame_kb        the largest frame a client received after its snapshot (daphne does not send
+                        a message over 1 MiB: a larger frame never arrives, its events go missing)
     p50_ms, p99_ms, max_ms
                         latency from the event's commit to a client reading it, over every delivery
+    published_p50_ms, published_p99_ms, published_max_ms
+                        the relay's share: from the event's commit to its message reaching a
+                        subscriber of the operators group (a probe in this process, as a web process
+                        subscribes); the rest of p50_ms is the web process's flush, sending and reading
     events_per_s, frames_per_s
                         events and frames received per second of driving, all sockets together
-    web_cpu_percent     the web process's CPU while driving (100 = one core)
+    web_cpu_percent, relay_cpu_percent
+                        the web and relay processes' CPU while driving (100 = one core)
+    postgres_cpu_percent, redis_cpu_percent
+                        every PostgreSQL and Redis process on the machine, while driving
     web_rss_mb, web_peak_rss_mb
-                        its memory when driving began, and its peak
+                        the web process's memory when driving began, and its peak
     driver_cpu_percent, clients_cpu_percent
-                        this process (the pipeline) and the client processes, while driving
+                        the writer processes (and this one, which forks them), and the client processes
     load_average        the machine's 1-minute load average before and after driving
-    profile             py-spy of the web process while driving: top functions by own samples
+    relay               the relay's counters over the run (orders.relay.RelayStats): released, batches,
+                        gaps (missing seqs seen), rolled_back, given_up (writer still running after
+                        REALTIME_GAP_WAIT_MS), late (released after a higher seq), held_events (events
+                        that waited behind a missing seq), held_ms_p50/p99/max (how long they waited)
+    profile, relay_profile
+                        py-spy of the web and relay processes while driving: top functions by own samples
   ratio                 one line: coalesced against uncoalesced (absent when either is)
   ratios                the same as numbers: frames_per_s (uncoalesced/coalesced), p99_ms, p50_ms,
                         web_cpu_percent (uncoalesced/coalesced: above 1 means coalescing saves that
                         much), events_per_s (coalesced/uncoalesced)
-  limits                what bounds the coalesced run, from its profile
+  limits                what bounds the coalesced run, from its profiles
 """
 
 import argparse
+import asyncio
 import json
 import logging
 import math
@@ -82,14 +114,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, suppress
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from bench import common
+from bench import common, ws_clients
 
 logger = logging.getLogger("bench.fanout")
 SOCKETS_PER_CLIENT_PROCESS = 200
@@ -98,6 +131,7 @@ DELIVERY_STEPS = ["not started", "delivery", "delivered"]
 STEPS = len(KITCHEN_STEPS) + len(DELIVERY_STEPS)
 TICK_SECONDS = 0.1
 PROGRESS_SECONDS = 10
+UNCOALESCED_RELAY_MS = 1  # REALTIME_RELAY_INTERVAL_MS of the uncoalesced run: read as soon as committed
 
 
 def prepare_couriers(count: int) -> tuple[str, list[tuple[int, str]]]:
@@ -168,8 +202,8 @@ class Driver:
     realistic number of active orders rather than every order the run will ever move.
     """
 
-    def __init__(self, couriers: list[int], coalesce: bool, window: int, tag: str) -> None:
-        self.couriers, self.coalesce, self.window, self.tag = couriers, coalesce, window, tag
+    def __init__(self, couriers: list[int], window: int, tag: str) -> None:
+        self.couriers, self.window, self.tag = couriers, window, tag
         self.active: list[dict[str, Any]] = []
         self.spare: list[dict[str, Any]] = []
         self.made = 0
@@ -204,15 +238,12 @@ class Driver:
         self.cursor = 0
 
     def tick(self, changes: int, refill: int) -> None:
-        """One poll tick's worth of changes, published together when coalescing (as a poll tick does)."""
-        from realtime import broadcast
-
+        """One poll tick's worth of changes, each in its own transaction; the relay publishes them."""
         if len(self.spare) < changes:
             self.refill(max(changes, refill))  # about a second's worth of new orders, between ticks
-        with broadcast.batch() if self.coalesce else nullcontext():
-            for _ in range(changes):
-                self._advance(self.cursor % len(self.active))
-                self.cursor += 1
+        for _ in range(changes):
+            self._advance(self.cursor % len(self.active))
+            self.cursor += 1
 
     def run(self, rate: float, duration: float, report: bool) -> float:
         """Up to `rate * duration` changes in 100 ms ticks, for `duration` seconds; returns the seconds."""
@@ -239,7 +270,7 @@ BULK_STATUSES = ["submitted", "cooking", "ready", "courier_search", "delivering"
 
 class BulkDriver(Driver):
     """Writes each tick's changes in one transaction: real OrderEvent rows (real seqs, real commits) and
-    order statuses, published through `realtime.broadcast` exactly as the services do.
+    order statuses, as a poll tick does; the relay publishes them exactly as it publishes the services'.
 
     What it skips is the per-change service logic (locks, leg bookkeeping, the status machine), about
     5 ms of ORM CPU per change: at 300 changes/s that alone would take most of this machine's two cores,
@@ -251,14 +282,13 @@ class BulkDriver(Driver):
         from django.utils import timezone
 
         from orders.models import Order, OrderEvent
-        from realtime import broadcast
 
         if len(self.spare) < changes:
             self.refill(max(changes, refill))
         slots = [(self.cursor + k) % len(self.active) for k in range(changes)]
         self.cursor += changes
         states = [self.active[slot] for slot in slots]
-        with broadcast.batch() if self.coalesce else nullcontext(), transaction.atomic():
+        with transaction.atomic():
             moved: dict[str, list[int]] = {}
             events = []
             for state in states:
@@ -277,7 +307,6 @@ class BulkDriver(Driver):
             for status, order_ids in moved.items():
                 Order.objects.filter(pk__in=order_ids).update(status=status, updated_at=timezone.now())
             for event in OrderEvent.objects.bulk_create(events):
-                broadcast.events_after_commit(event.seq)
                 self.produced.append((event.seq, self._courier_of[event.order_id], event.order_id))
         for slot, state in zip(slots, states, strict=True):
             state["step"] += 1
@@ -290,27 +319,28 @@ class BulkDriver(Driver):
 
 
 def _write(driver: Driver, rate: float, duration: float, report: bool, results: Connection) -> None:
-    """A writer process (forked, like a Celery worker): its own database connection and publisher."""
+    """A writer process (forked, like a Celery worker) with its own database connection."""
     from django.db import connections
 
     connections.close_all()  # the parent's sockets stay the parent's
+    cpu = time.process_time()
     seconds = driver.run(rate, duration, report)
     connections.close_all()
-    results.send((driver.produced, seconds))
+    results.send((driver.produced, seconds, time.process_time() - cpu))
 
 
 class Writers:
     """Several drivers, each its own process on its own orders, as several Celery workers are.
 
     Python runs one writer's ORM work at about 150-200 changes/s here, so 300/s takes more than one
-    process, as it would in production. Their commits interleave: seqs reach clients in commit order,
-    which is seq order per order but not across orders; the clients check order per order
-    (ws_clients.check), as the dashboard applies events per order.
+    process, as it would in production. Their transactions overlap, so seqs commit out of seq order;
+    the relay must still hand them to every socket in seq order (ws_clients.check).
     """
 
     def __init__(self, drivers: list[Driver]) -> None:
         self.drivers = drivers
         self.produced: list[tuple[int, int | None, int]] = []
+        self.cpu_seconds = 0.0
 
     def run(self, rate: int, duration: float) -> float:
         """Drives `rate * duration` changes across the writers; returns the slowest writer's seconds."""
@@ -330,23 +360,79 @@ class Writers:
         results = [pipe.recv() for pipe in pipes]
         for process in processes:
             process.join()
-        self.produced = sorted(item for produced, _ in results for item in produced)
-        return max(seconds for _, seconds in results)
+        self.produced = sorted(item for produced, _, _ in results for item in produced)
+        self.cpu_seconds = sum(cpu for _, _, cpu in results)
+        return max(seconds for _, seconds, _ in results)
+
+
+class PublishedProbe:
+    """Listens to the operators group as a web process does and times every event from its `at` to the
+    moment its message arrives: the relay's share of the latency (the wait for its next read, any hold
+    behind a missing seq, its work, Redis), against which the end-to-end figures add the web process's
+    flush interval, its sending and the clients' reading. Channels' public layer API, in a thread."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.ready, self.stopping = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._listen()), daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        if not self.ready.wait(30):
+            raise RuntimeError("could not subscribe to the operators group")
+
+    def stop(self) -> dict[str, float | None]:
+        self.stopping.set()
+        self.thread.join(30)
+        return {
+            "published_p50_ms": common.ms(common.percentile(self.latencies, 0.5)),
+            "published_p99_ms": common.ms(common.percentile(self.latencies, 0.99)),
+            "published_max_ms": common.ms(max(self.latencies, default=None)),
+        }
+
+    async def _listen(self) -> None:
+        from channels.layers import get_channel_layer
+
+        from realtime.broadcast import OPERATORS
+
+        layer = get_channel_layer()
+        channel = await layer.new_channel("bench.")
+        await layer.group_add(OPERATORS, channel)
+        self.ready.set()
+        # Not wait_for: cancelling a receive unsubscribes the channel (channels_redis' pub/sub layer).
+        receiving = asyncio.create_task(self._receive(layer, channel))
+        await asyncio.get_running_loop().run_in_executor(None, self.stopping.wait)
+        receiving.cancel()
+        with suppress(asyncio.CancelledError):
+            await receiving  # it unsubscribes as it ends
+        await layer.flush()  # closes this loop's Redis connections before the loop ends
+
+    async def _receive(self, layer: Any, channel: str) -> None:
+        while True:
+            message = await layer.receive(channel)
+            now = time.time()
+            for _, _, text in message.get("events", []):
+                match = ws_clients.EVENT.match(text.encode())
+                if match:
+                    self.latencies.append(now - datetime.fromisoformat(match[2].decode()).timestamp())
 
 
 class Sampler:
-    """CPU and memory of the web, driver and client processes while driving."""
+    """CPU and memory of the web, relay, driver, client and engine processes while driving."""
 
-    def __init__(self, web: psutil.Process, clients: list[psutil.Process]) -> None:
-        self.web, self.clients, self.me = web, clients, psutil.Process()
+    def __init__(self, web: psutil.Process, relay: psutil.Process, clients: list[psutil.Process]) -> None:
+        self.web, self.relay, self.clients, self.me = web, relay, clients, psutil.Process()
+        self.engines = EngineCpu()
         self.rss = [web.memory_info().rss]
         self.stopped = threading.Event()
+        self.elapsed = 0.0
 
     @contextmanager
     def measuring(self) -> Iterator[dict[str, float]]:
         figures: dict[str, float] = {}
-        processes = [self.web, self.me, *self.clients]
-        cpu = [process.cpu_times() for process in processes]
+        processes = [self.web, self.relay, self.me, *self.clients]
+        cpu = [_cpu_seconds(process) for process in processes]
+        self.engines.sample(first=True)
         load_before = os.getloadavg()[0]
         started = time.monotonic()
         thread = threading.Thread(target=self._sample, daemon=True)
@@ -354,29 +440,69 @@ class Sampler:
         try:
             yield figures
         finally:
-            elapsed = time.monotonic() - started
+            elapsed = self.elapsed = time.monotonic() - started
             self.stopped.set()
             thread.join()
-            used = []
-            for process, before in zip(processes, cpu, strict=True):
-                try:
-                    after = process.cpu_times()
-                    used.append(after.user + after.system - before.user - before.system)
-                except psutil.Error:
-                    used.append(float("nan"))
-            figures["web_cpu_percent"] = round(100 * used[0] / elapsed)
-            figures["driver_cpu_percent"] = round(100 * used[1] / elapsed)
-            figures["clients_cpu_percent"] = round(100 * sum(used[2:]) / elapsed)
+            self.engines.sample()
+            used = [_cpu_seconds(process) - before for process, before in zip(processes, cpu, strict=True)]
+            figures["web_cpu_percent"] = _percent(used[0], elapsed)
+            figures["relay_cpu_percent"] = _percent(used[1], elapsed)
+            figures["driver_cpu_percent"] = _percent(used[2], elapsed)
+            figures["clients_cpu_percent"] = _percent(sum(used[3:]), elapsed)
+            for engine, seconds in self.engines.used().items():
+                figures[f"{engine}_cpu_percent"] = _percent(seconds, elapsed)
             figures["web_rss_mb"] = round(self.rss[0] / 2**20, 1)
             figures["web_peak_rss_mb"] = round(max(self.rss) / 2**20, 1)
             figures["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
 
     def _sample(self) -> None:
         while not self.stopped.wait(0.5):
+            self.engines.sample()
             try:
                 self.rss.append(self.web.memory_info().rss)
             except psutil.Error:
                 return
+
+
+class EngineCpu:
+    """CPU of every PostgreSQL and Redis process on the machine, sampled: backends come and go (each
+    writer connects after driving begins), so each process counts from when it was first seen, or from
+    zero when it appeared while driving, to when it was last seen."""
+
+    NAMES = {"postgres": "postgres", "redis-server": "redis"}
+
+    def __init__(self) -> None:
+        self.seen: dict[int, list[Any]] = {}  # pid: [engine, CPU seconds first seen, last seen]
+
+    def sample(self, first: bool = False) -> None:
+        if first:
+            self.seen.clear()
+        for process in psutil.process_iter(["name", "cpu_times"]):
+            engine = self.NAMES.get(process.info["name"] or "")
+            times = process.info["cpu_times"]
+            if engine is None or times is None:
+                continue
+            seconds = times.user + times.system
+            entry = self.seen.setdefault(process.pid, [engine, seconds if first else 0.0, seconds])
+            entry[2] = seconds
+
+    def used(self) -> dict[str, float]:
+        totals = dict.fromkeys(self.NAMES.values(), 0.0)
+        for engine, start, last in self.seen.values():
+            totals[engine] += last - start
+        return totals
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:  # it ended: its figure is unknown, not zero
+        return math.nan
+    return times.user + times.system
+
+
+def _percent(seconds: float, elapsed: float) -> int | None:
+    return None if math.isnan(seconds) else round(100 * seconds / elapsed)
 
 
 def start_clients(port: int, specs: list[dict[str, str]], work: Path) -> list[subprocess.Popen]:
@@ -425,23 +551,37 @@ def wait_connected(clients: list[subprocess.Popen], work: Path) -> int:
 def one_run(
     args: argparse.Namespace, coalesce: bool, operator_token: str, couriers: list[tuple[int, str]]
 ) -> dict:
+    from django.conf import settings
+
     mode = "coalesced" if coalesce else "uncoalesced"
     flush_ms = args.flush_ms if coalesce else 0
+    relay_ms = UNCOALESCED_RELAY_MS
+    if coalesce:
+        relay_ms = args.relay_interval_ms or settings.REALTIME_RELAY_INTERVAL_MS
     fleet = [cid for cid, _ in couriers]
     window = max(1, args.orders // args.writers)
     kind = BulkDriver if args.driver == "bulk" else Driver
-    driver = Writers(
-        [kind(fleet, coalesce, window, f"{mode}-{os.getpid()}-w{n}") for n in range(args.writers)]
-    )
+    driver = Writers([kind(fleet, window, f"{mode}-{os.getpid()}-w{n}") for n in range(args.writers)])
     work = Path(tempfile.mkdtemp(prefix=f"bench-fanout-{mode}-"))
     port = common.free_port()
     web = common.start_web(port, work / "web.log", REALTIME_FLUSH_MS=str(flush_ms))
+    relay: subprocess.Popen | None = None
+    relay_stats: dict | None = None
     clients: list[subprocess.Popen] = []
     try:
+        relay = common.start_relay(
+            work / "relay.log", work / "relay.json", REALTIME_RELAY_INTERVAL_MS=str(relay_ms)
+        )
         specs = [{"path": "/ws/operators/", "token": operator_token, "expects": "all"}] * args.operators
         specs += [{"path": "/ws/couriers/", "token": token, "expects": str(cid)} for cid, token in couriers]
         clients = start_clients(port, specs, work)
-        logger.info("[%s] connecting %d sockets (flush %d ms) ...", mode, len(specs), flush_ms)
+        logger.info(
+            "[%s] connecting %d sockets (flush %d ms, relay every %d ms) ...",
+            mode,
+            len(specs),
+            flush_ms,
+            relay_ms,
+        )
         connect_started = time.monotonic()
         connected = wait_connected(clients, work)
         logger.info(
@@ -453,24 +593,34 @@ def one_run(
             args.rate,
             args.duration,
         )
-        sampler = Sampler(psutil.Process(web.pid), [psutil.Process(client.pid) for client in clients])
-        profile: dict[str, str] = {}
-        profiler = None
+        sampler = Sampler(
+            psutil.Process(web.pid), psutil.Process(relay.pid), [psutil.Process(c.pid) for c in clients]
+        )
+        profiles: dict[str, str] = {}
+        profilers = []
         if args.profile:
             seconds = max(2.0, args.duration * 0.8)
-            profiler = threading.Thread(
-                target=lambda: profile.update(text=common.profile(web.pid, seconds, work / "web.pyspy")),
-                daemon=True,
-            )
+            for key, pid in (("profile", web.pid), ("relay_profile", relay.pid)):
+                profilers.append(
+                    threading.Thread(
+                        target=lambda key=key, pid=pid: profiles.update(
+                            {key: common.profile(pid, seconds, work / f"{key}.pyspy")}
+                        ),
+                        daemon=True,
+                    )
+                )
+        probe = PublishedProbe()
+        probe.start()
         with sampler.measuring() as usage:
-            if profiler is not None:
+            for profiler in profilers:
                 profiler.start()
             driven = driver.run(args.rate, args.duration)
+        if usage["driver_cpu_percent"] is not None:
+            usage["driver_cpu_percent"] += _percent(driver.cpu_seconds, sampler.elapsed)
         produced = driver.produced
         expected: dict[str, Any] = {"all": [seq for seq, _, _ in produced]}
         for seq, courier_id, _ in produced:
             expected.setdefault(str(courier_id), []).append(seq)
-        expected["order_of"] = {str(seq): order_id for seq, _, order_id in produced}
         (work / "expected.json").write_text(json.dumps(expected))
         (work / "until").write_text(str(time.time() + args.grace))
         logger.info(
@@ -483,11 +633,14 @@ def one_run(
         )
         for client in clients:
             client.wait(timeout=args.grace + 120)
-        if profiler is not None:
+        usage.update(probe.stop())
+        for profiler in profilers:
             profiler.join()
     finally:
         for client in clients:
             common.stop(client)
+        if relay is not None:
+            relay_stats = common.stop_relay(relay, work / "relay.json")
         common.stop(web)
     outs = [json.loads((work / f"out-{i}").read_text()) for i in range(len(clients))]
     result = summarise(outs, usage, driven, len(driver.produced))
@@ -496,27 +649,40 @@ def one_run(
         driver=args.driver,
         writers=args.writers,
         flush_ms=flush_ms,
+        relay_interval_ms=relay_ms,
         operators=args.operators,
         couriers=len(couriers),
         sockets=len(specs),
         connected=connected,
         target_rate=args.rate,
+        relay=relay_stats and {k: round(v, 1) if isinstance(v, float) else v for k, v in relay_stats.items()},
     )
-    if profile:
-        result["profile"] = profile["text"]
+    result.update(profiles)
     result["failures"] = failures(result)
     result["ok"] = not result["failures"]
+    held = result["relay"] or {}
     logger.info(
-        "[%s] %s: %s/%s delivered, p50 %s ms, p99 %s ms, max %s ms, %s frames/s, web CPU %s%%",
+        "[%s] %s: %s/%s delivered, %s inversions, p50 %s ms, p99 %s ms, max %s ms, %s frames/s; "
+        "published p50 %s ms p99 %s ms; relay held %s events p50 %s ms p99 %s ms max %s ms; "
+        "CPU web %s%%, relay %s%%, PostgreSQL %s%%",
         mode,
         "ok" if result["ok"] else "FAILED (" + "; ".join(result["failures"]) + ")",
         f"{result['received']:,}",
         f"{result['expected']:,}",
+        result["inversions"],
         result["p50_ms"],
         result["p99_ms"],
         result["max_ms"],
         result["frames_per_s"],
+        result["published_p50_ms"],
+        result["published_p99_ms"],
+        held.get("held_events"),
+        held.get("held_ms_p50"),
+        held.get("held_ms_p99"),
+        held.get("held_ms_max"),
         result["web_cpu_percent"],
+        result["relay_cpu_percent"],
+        result["postgres_cpu_percent"],
     )
     return result
 
@@ -547,12 +713,15 @@ def summarise(outs: list[dict], usage: dict[str, float], driven: float, changes:
         "incomplete_sockets": sum(1 for s in sockets if s["missing"]),
         **{
             key: sum(s[key] for s in sockets)
-            for key in ("missing", "gaps", "duplicates", "out_of_order", "unexpected")
+            for key in ("missing", "gaps", "duplicates", "inversions", "unexpected")
         },
+        "inversion_sockets": sum(1 for s in sockets if s["inversions"]),
+        "inversion_samples": [s["first_inversion"] for s in sockets if s["first_inversion"]][:5],
         "errors": len(errors),
         "error_samples": errors[:5],
         "other_frames": other,
         "parse_mismatches": sum(out["parse_mismatches"] for out in outs),
+        "max_frame_kb": round(max((out["max_frame_bytes"] for out in outs), default=0) / 1024),
         "p50_ms": histogram_percentile(histogram, 0.5),
         "p99_ms": histogram_percentile(histogram, 0.99),
         "max_ms": common.ms(max((out["max_latency_s"] for out in outs), default=None)),
@@ -581,9 +750,13 @@ def failures(result: dict[str, Any]) -> list[str]:
         reasons.append(f"{result['sockets'] - result['connected']} not connected, {result['errors']} errored")
     if result["completeness_min"] < 1 or result["missing"]:
         reasons.append(f"{result['missing']:,} missing on {result['incomplete_sockets']} sockets")
-    for key in ("gaps", "duplicates", "out_of_order", "parse_mismatches"):
+    for key in ("gaps", "duplicates", "parse_mismatches"):
         if result[key]:
             reasons.append(f"{result[key]:,} {key.replace('_', ' ')}")
+    if result["inversions"]:
+        reasons.append(f"{result['inversions']:,} inversions on {result['inversion_sockets']} sockets")
+    if result["relay"] is None:
+        reasons.append("the relay wrote no counters")
     if result["changes"] == 0:
         reasons.append("no change was made")
     return reasons
@@ -608,14 +781,13 @@ def compare(coalesced: dict[str, Any], uncoalesced: dict[str, Any]) -> tuple[dic
     return ratios, text
 
 
-def fast_commits() -> None:
-    """The driver stands in for the pipeline's workers in one process: it must not wait for a disk flush on
-    each of its 300 commits a second. The bench database only, this process's sessions only."""
-    from django.conf import settings
-    from django.db import connection
+def fresh_database() -> None:
+    """Empties and re-seeds the bench database, so that every run starts from the same board: the
+    operators' snapshot holds the recently finished orders too, and a run finishes thousands."""
+    from django.core.management import call_command
 
-    settings.DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c synchronous_commit=off"
-    connection.close()
+    call_command("flush", interactive=False, verbosity=0)
+    call_command("seed_demo", verbosity=0)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -624,13 +796,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if broker:
         env["CELERY_BROKER_URL"] = broker
     common.setup_django(**env)
-    fast_commits()
-    operator_token, couriers = prepare_couriers(args.couriers)
     result: dict[str, Any] = {}
     try:
         for coalesce in (True, False):
             if (coalesce and not args.coalesced) or (not coalesce and not args.uncoalesced):
                 continue
+            if result:
+                fresh_database()
+            operator_token, couriers = prepare_couriers(args.couriers)
             run_result = one_run(args, coalesce, operator_token, couriers)
             result[run_result["mode"]] = run_result
     finally:
@@ -638,8 +811,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if "coalesced" in result and "uncoalesced" in result:
         result["ratios"], result["ratio"] = compare(result["coalesced"], result["uncoalesced"])
         logger.info("Coalescing: %s", result["ratio"])
-    if result.get("coalesced", {}).get("profile"):
-        result["limits"] = "coalesced run, web process: " + result["coalesced"]["profile"]
+    coalesced = result.get("coalesced", {})
+    if coalesced.get("profile"):
+        result["limits"] = f"coalesced run, web process: {coalesced['profile']}"
+        if coalesced.get("relay_profile"):
+            result["limits"] += f"; relay process: {coalesced['relay_profile']}"
     # Coalescing is the production configuration: it must deliver everything. The uncoalesced run is the
     # comparison; what it fails to deliver within the grace period is its finding, reported, not hidden.
     judged = result.get("coalesced") or result.get("uncoalesced")
@@ -667,10 +843,17 @@ def main() -> None:
     )
     parser.add_argument("--flush-ms", type=int, default=100, help="REALTIME_FLUSH_MS of the coalesced run")
     parser.add_argument(
+        "--relay-interval-ms",
+        type=int,
+        help="REALTIME_RELAY_INTERVAL_MS of the coalesced run's relay (default: the product's setting)",
+    )
+    parser.add_argument(
         "--skip-uncoalesced", dest="uncoalesced", action="store_false", help="coalesced run only"
     )
     parser.add_argument("--no-coalesce", dest="coalesced", action="store_false", help="uncoalesced run only")
-    parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip py-spy")
+    parser.add_argument(
+        "--no-profile", dest="profile", action="store_false", help="skip py-spy (web and relay processes)"
+    )
     parser.add_argument(
         "--grace", type=float, default=30.0, help="seconds clients may still read after the last change"
     )

@@ -7,7 +7,8 @@ Client processes open `--sockets` operator sockets on one daphne process in wave
 snapshot, then every socket stays silent for `--idle` seconds (longer than redis-py's 5 s socket
 timeout, the trap of channels_redis issue #422). The web process's memory is sampled before and at
 the plateau. Then one order is created through the real service: every socket must receive its
-event, which proves the sockets it holds are live, not just open.
+event (released by the relay, `manage.py relay_events`, as in production), which proves the sockets it
+holds are live, not just open.
 
 JSON keys: sockets, connected, alive_after_idle (received the probe event), connect_s, idle_s,
 probe_p99_ms (creation to the last socket's frame), rss_before_mib, rss_at_n_mib, kib_per_socket,
@@ -101,7 +102,9 @@ def measure(sockets: int, idle: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     web = common.start_web(port, work / "web.log")
     clients: list[subprocess.Popen] = []
+    relay = None
     try:
+        relay = common.start_relay(work / "relay.log", work / "relay-stats.json")  # publishes the probe
         process = psutil.Process(web.pid)
         time.sleep(1)
         rss_before = _rss_mib(process)
@@ -156,6 +159,8 @@ def measure(sockets: int, idle: float) -> dict:
     finally:
         for client in clients:
             common.stop(client)
+        if relay is not None:
+            common.stop(relay)
         common.stop(web)
         common.purge_broker()
     received = [at for result in results for at in result["received"]]

@@ -8,7 +8,8 @@ per-request log line is not our cost) and reset between sizes. For each N it cre
 kitchen leg each, half at each provider, then times two ticks of `orders.polling.poll_due_legs`:
 
 - the create tick: every leg is created at its provider and its first status applied (N status
-  changes, N events, one realtime publish per group);
+  changes, N events; publishing them is the relay's work, in a process of its own, measured by
+  bench.fanout);
 - the poll tick (the target: one tick of 5,000 due legs < 2 s): every leg is due again and polled; the
   providers answer the status we already have (the steady state between changes).
 
@@ -28,7 +29,7 @@ JSON written to --json (keys are stable; bench/report.py reads them):
         created             sub-orders created in it
         poll_tick_s         seconds of the poll tick (the figure the target is about)
         poll_http_s         of which the providers' calls (our client's CPU plus waiting for answers)
-        poll_db_s           the rest: claim, load, apply answers, reschedule, publish
+        poll_db_s           the rest: claim, load, apply answers, reschedule
         polled              legs the poll tick claimed; changed / unchanged: what their answers did
         failed              provider calls that failed in either tick; errors: answers we failed to apply
         legs_per_second     polled / poll_tick_s
@@ -64,8 +65,9 @@ logger = logging.getLogger("bench.poll_tick")
 TARGET_LEGS, TARGET_SECONDS = 5000, 2.0
 STATEMENT_TIMEOUT_MS = 120_000
 LOCK_TIMEOUT_MS = 10_000
-PHASES = (  # py-spy frames that tell which part of the tick a sample belongs to, innermost first
-    ("publish_events (", "realtime publish"),
+# py-spy frames that tell which part of the tick a sample belongs to, innermost first. Events are
+# published by the relay process (realtime.broadcast.publish_released), never inside a tick.
+PHASES = (
     ("run (asyncio/runners.py", "provider calls"),  # the calls' coroutines run under the loop
     ("legs_claim_due (", "claim"),
     ("load_jobs (", "load legs"),
@@ -344,7 +346,7 @@ def limits_text(ticks: list[dict[str, Any]], phases: dict[str, float], concurren
     rate = round(tick["legs"] / create) if create else None
     parts.append(
         f"a tick where every leg changes costs more: the create tick took {create} s ({rate} legs/s), "
-        "one transaction, one event and one realtime publish per changed leg"
+        "one transaction and one event per changed leg"
     )
     return "; ".join(parts) + "."
 
@@ -436,7 +438,7 @@ def main() -> None:
         common.write_json(args.json, result)
     logger.info("limits: %s", result.get("limits"))
     sys.stdout.flush()
-    os._exit(0 if result["ok"] else 1)  # the realtime publisher thread is a daemon; nothing left to flush
+    os._exit(0 if result["ok"] else 1)  # the JSON is written; no thread has anything left to flush
 
 
 if __name__ == "__main__":

@@ -28,12 +28,24 @@ def test_quick_bench_writes_a_report_with_every_section(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-5000:]
     report = json.loads((tmp_path / "benchmarks.json").read_text())
-    assert set(report["results"]) == {"rest_create", "poll_tick", "fanout", "idle"}
+    assert set(report["results"]) == {"rest_create", "poll_tick", "fanout", "idle", "soak"}
     assert all(result["ok"] for result in report["results"].values()), report["results"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["django"].startswith("5.2")
     assert report["results"]["rest_create"]["orders"] > 0
-    assert report["results"]["fanout"]["coalesced"]["completeness_min"] == 1.0
+    fanout = report["results"]["fanout"]["coalesced"]
+    assert fanout["completeness_min"] == 1.0 and fanout["inversions"] == 0
+    assert fanout["relay"]["released"] >= fanout["changes"] > 0
+    soak = report["results"]["soak"]
+    assert soak["resumes"] > 0 and soak["orders_delivered"] == soak["orders_created"] > 0
+    assert (soak["missed"], soak["duplicates"], soak["inversions"], soak["deadlocks"]) == (0, 0, 0, 0)
     markdown = (tmp_path / "benchmarks.md").read_text()
-    for heading in ("## Targets", "## REST order creation", "## Poll tick", "## Fan-out", "## Idle capacity"):
+    for heading in (
+        "## Targets",
+        "## REST order creation",
+        "## Poll tick",
+        "## Fan-out",
+        "## Idle capacity",
+        "## Soak: real pipeline with resuming sockets",
+    ):
         assert heading in markdown
     assert "FAILED" not in markdown
