@@ -5,6 +5,19 @@ from django.http import HttpRequest
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
 
 
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Rows the services write (history, alerts): listed and viewed here, never added, changed or deleted."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 class DishInline(admin.TabularInline):
     model = Dish
     extra = 0
@@ -131,7 +144,7 @@ class LegAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrderEvent)
-class OrderEventAdmin(admin.ModelAdmin):
+class OrderEventAdmin(ViewOnlyAdmin):
     """Append-only history: visible, never edited or deleted here."""
 
     list_display = [
@@ -150,30 +163,12 @@ class OrderEventAdmin(admin.ModelAdmin):
     list_select_related = ["order", "actor"]
     date_hierarchy = "at"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
 
 @admin.register(Alert)
-class AlertAdmin(admin.ModelAdmin):
+class AlertAdmin(ViewOnlyAdmin):
     """Read-only: alerts are raised, cleared and acknowledged by the services (the board and the API)."""
 
     list_display = ["id", "order", "kind", "detail", "raised_at", "cleared_at", "acknowledged_by"]
     list_filter = ["kind", ("cleared_at", admin.EmptyFieldListFilter)]
     search_fields = ["order__id", "detail", "note"]
     list_select_related = ["order", "acknowledged_by"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -516,6 +516,17 @@ def _leg_recovered(*, order_id: int, leg_id: int) -> None:
     )
 
 
+def _count_failure(leg: Leg, error: str) -> datetime:
+    """One more failed call on a locked leg: the error, the deadline from its first failure, the backoff."""
+    now = timezone.now()
+    leg.attempts += 1
+    leg.last_error = error[:2000]
+    leg.deadline_at = leg.deadline_at or now + timedelta(seconds=settings.PROVIDER_FAILURE_DEADLINE_SECONDS)
+    leg.next_poll_at = now + _backoff(leg.attempts)
+    leg.save(update_fields=["attempts", "last_error", "deadline_at", "next_poll_at", "updated_at"])
+    return now
+
+
 def _backoff(attempts: int) -> timedelta:
     base = settings.POLL_INTERVAL_SECONDS * 2 ** min(attempts - 1, 16)
     seconds = min(base, settings.PROVIDER_MAX_BACKOFF_SECONDS) * random.uniform(0.8, 1.2)
@@ -530,22 +541,15 @@ def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
     leg = next(candidate for candidate in _lock_legs(order.pk) if candidate.pk == leg_id)
     if order.status in TERMINAL:
         return None
-    now = timezone.now()
-    leg.attempts += 1
-    leg.last_error = error[:2000]
-    leg.deadline_at = leg.deadline_at or now + timedelta(seconds=settings.PROVIDER_FAILURE_DEADLINE_SECONDS)
-    leg.next_poll_at = now + _backoff(leg.attempts)
-    leg.save(update_fields=["attempts", "last_error", "deadline_at", "next_poll_at", "updated_at"])
+    now = _count_failure(leg, error)
     logger.warning("Leg %s (%s) failed attempt %d: %s", leg.pk, leg.provider, leg.attempts, error)
     target = leg.restaurant.name if leg.restaurant_id else "delivery"
     if now < leg.deadline_at:
-        who = f"{leg.restaurant.name} ({leg.provider.title()})" if leg.restaurant_id else leg.provider.title()
-        detail = f"{who} failing: {error} (attempt {leg.attempts})"
         alerts.raise_alert(
             order=order,
             kind=Alert.Kind.PROVIDER_FAILING,
             leg=leg,
-            detail=detail,
+            detail=f"{_leg_label(leg)} failing: {error} (attempt {leg.attempts})",
             source=OrderEvent.Source.SYSTEM,
         )
         return None
@@ -900,12 +904,7 @@ def leg_cancel_failed(*, leg_id: int, error: str) -> OrderEvent | None:
     order, leg = _lock_leg(leg_id)
     if leg.cancel_status != Cancel.REQUESTED:
         return None
-    now = timezone.now()
-    leg.attempts += 1
-    leg.last_error = error[:2000]
-    leg.deadline_at = leg.deadline_at or now + timedelta(seconds=settings.PROVIDER_FAILURE_DEADLINE_SECONDS)
-    leg.next_poll_at = now + _backoff(leg.attempts)
-    leg.save(update_fields=["attempts", "last_error", "deadline_at", "next_poll_at", "updated_at"])
+    now = _count_failure(leg, error)
     logger.warning("Cancel of leg %s (%s) failed attempt %d: %s", leg.pk, leg.provider, leg.attempts, error)
     if now < leg.deadline_at:
         alerts.raise_alert(
