@@ -69,6 +69,7 @@ def test_a_later_seq_waits_for_an_earlier_one_that_commits_late(relay, recorder,
 
 
 def test_a_rolled_back_seq_is_skipped_at_once(relay, recorder, legs):
+    relay.gap_wait = 60  # a rollback is recognised in PostgreSQL, not by waiting
     doomed = OpenWriter(legs[0], "not started")
     later = apply(legs[1], "not started")
     relay.step()
@@ -77,7 +78,7 @@ def test_a_rolled_back_seq_is_skipped_at_once(relay, recorder, legs):
     started = time.monotonic()
     relay.step()
     assert recorder.seqs == [later]
-    assert time.monotonic() - started < 0.5, "decided in PostgreSQL, without waiting out REALTIME_GAP_WAIT_MS"
+    assert time.monotonic() - started < 5, "decided in PostgreSQL, without waiting out REALTIME_GAP_WAIT_MS"
     assert relay.stats.rolled_back == 1 and relay.stats.given_up == 0
 
 
