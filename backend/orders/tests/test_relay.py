@@ -139,3 +139,37 @@ def test_a_failing_subscriber_is_retried(relay, legs):
     seq = apply(legs[0], "not started")
     relay.step()
     assert calls == [[seq], [seq]]
+
+
+def test_a_standby_relay_takes_over_when_the_leader_stops(legs):
+    import threading
+
+    def start(recorder: Recorder) -> tuple[Relay, threading.Thread]:
+        running = Relay(subscribers=[recorder])
+        thread = threading.Thread(target=running.run, daemon=True)
+        thread.start()
+        return running, thread
+
+    def wait_for(recorder: Recorder, seq: int) -> None:
+        deadline = time.monotonic() + 10
+        while seq not in recorder.seqs:
+            assert time.monotonic() < deadline, f"#{seq} was not released"
+            time.sleep(0.02)
+
+    leading, standing_by = Recorder(), Recorder()
+    leader, leader_thread = start(leading)
+    wait_for(leading, apply(legs[0], "not started"))
+    standby, standby_thread = start(standing_by)
+    try:
+        seq = apply(legs[1], "not started")
+        wait_for(leading, seq)
+        time.sleep(0.3)
+        assert seq not in standing_by.seqs, "only the leader releases"
+        leader.stop()
+        leader_thread.join(10)
+        later = apply(legs[2], "not started")
+        wait_for(standing_by, later)
+    finally:
+        for running, thread in ((leader, leader_thread), (standby, standby_thread)):
+            running.stop()
+            thread.join(10)
