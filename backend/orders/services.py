@@ -536,14 +536,11 @@ def _backoff(attempts: int) -> timedelta:
 @transaction.atomic
 def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
     """A provider call failed: log it on the leg and back off; past the leg's deadline, fail the order."""
-    leg = Leg.objects.only("order_id").get(pk=leg_id)
-    order = _lock_order(leg.order_id)
-    leg = next(candidate for candidate in _lock_legs(order.pk) if candidate.pk == leg_id)
+    order, leg = _lock_leg(leg_id)
     if order.status in TERMINAL:
         return None
     now = _count_failure(leg, error)
     logger.warning("Leg %s (%s) failed attempt %d: %s", leg.pk, leg.provider, leg.attempts, error)
-    target = leg.restaurant.name if leg.restaurant_id else "delivery"
     if now < leg.deadline_at:
         alerts.raise_alert(
             order=order,
@@ -553,6 +550,7 @@ def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
             source=OrderEvent.Source.SYSTEM,
         )
         return None
+    target = leg.restaurant.name if leg.restaurant_id else "delivery"
     reason = f"{leg.provider} ({target}) failing for {leg.attempts} attempts, last error: {error}"
     return _transition(
         order=order,
