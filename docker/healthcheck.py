@@ -2,9 +2,9 @@
 
     python /app/docker/healthcheck.py        exit 0 healthy, 1 unhealthy
 
-- daphne (web): GET /healthz on daphne's --port; healthy on 200. The view itself checks PostgreSQL,
-  Redis and the broker, so a web replica that lost an engine turns unhealthy and nginx's `depends_on`
-  and operators see it.
+- web (`python -m core.serve`, which is daphne, or daphne itself): GET /healthz on its --port; healthy
+  on 200. The view itself checks PostgreSQL, Redis and the broker, so a web replica that lost an engine
+  turns unhealthy and nginx's `depends_on` and operators see it.
 - a provider simulator (python -m simulators.NAME --port N): GET /_sim/health on that port.
 - anything else (celery worker and beat, the one-shot migrate, a shell): there is no HTTP endpoint to
   probe, so it reports healthy; docker-compose.yml disables the check for those services.
@@ -53,10 +53,10 @@ def public_host(allowed_hosts: str) -> str:
 def probe_for(argv: list[str], environ: dict[str, str]) -> Probe | None:
     """What to probe for a process started with argv; None when it has no HTTP endpoint."""
     names = [Path(arg).name for arg in argv]
-    if "daphne" in names:
+    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
+    if "daphne" in names or module == "core.serve":
         port = _option(argv, "--port") or _option(argv, "-p") or "8000"
         return Probe(f"http://127.0.0.1:{port}/healthz", public_host(environ.get("ALLOWED_HOSTS", "")))
-    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else ""
     if module.startswith("simulators."):
         port = _option(argv, "--port")
         if port is None:

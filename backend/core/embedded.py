@@ -41,7 +41,7 @@ def load_environment() -> None:
     if os.environ.get("PYTHONPATH"):
         python_path.append(os.environ["PYTHONPATH"])
     os.environ["PYTHONPATH"] = os.pathsep.join(python_path)
-    # Procfile commands (daphne, celery, ...) are the virtualenv's scripts.
+    # Procfile commands (python -m core.serve, celery, ...) run the virtualenv's python and scripts.
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
