@@ -8,11 +8,13 @@ says "Docker: ..." that value:
   - "Docker: a random ..."         a fresh random 50-character secret (letters and digits);
   - "Docker: A and B (...)"        A for the first variable under the comment, B for the second;
   - "Docker: VALUE (...)"          VALUE for the first variable under the comment.
-Three values depend on where the site runs and on the secrets drawn above, so they are computed
+Five values depend on where the site runs and on the secrets drawn above, so they are computed
 (COMPUTED below): ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS from --public-url (default http://localhost,
-with NGINX_PORT when it is not 80), and DATABASE_URL from POSTGRES_USER, POSTGRES_PASSWORD and
-POSTGRES_DB. A "Docker:" text that fits no rule stops with an error naming its variable, so a new
-setting cannot reach the containers with its laptop value unnoticed.
+with NGINX_PORT when it is not 80), SECURE_SSL_REDIRECT and SECURE_HSTS_SECONDS from its scheme (on for
+https://, off for a plain-HTTP site, which a redirect to https:// would make unreachable), and
+DATABASE_URL from POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB. A "Docker:" text that fits no rule
+stops with an error naming its variable, so a new setting cannot reach the containers with its laptop
+value unnoticed.
 
 Standard library only: it runs on the host, before any image exists.
 """
@@ -31,8 +33,18 @@ ASSIGNMENT = re.compile(r"^([A-Z][A-Z0-9_]*)=(.*)$")
 DOCKER_NOTE = re.compile(r"\bDocker:\s*(.+?)\s*$")
 SECRET_ALPHABET = string.ascii_letters + string.digits  # nothing that .env, URLs or compose would parse
 SECRET_LENGTH = 50
+SECRET_KEY_MIN_LENGTH = 50  # what core/settings.py requires with DEBUG=false (Django's check --deploy rule)
+# Refused by core/settings.py with DEBUG=false when empty or left at .env.default's value
+REQUIRED_SECRETS = ("MELANGE_API_KEY", "BUENO_API_KEY", "UKLON_API_KEY", "BUENO_WEBHOOK_SECRET")
+HSTS_SECONDS = 365 * 24 * 3600
 LOOPBACK = re.compile(r"^(127\.|localhost$|::1$|\[::1\]$)")
-COMPUTED = ("ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DATABASE_URL")
+COMPUTED = (
+    "ALLOWED_HOSTS",
+    "CSRF_TRUSTED_ORIGINS",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "DATABASE_URL",
+)
 # The Bueno simulator posts its webhooks to http://web:8000 inside the compose network (BUENO_WEBHOOK_URL),
 # so Django must accept the Host "web" as well as the public one.
 INTERNAL_HOSTS = ("web",)
@@ -125,6 +137,9 @@ def docker_values(env_default: str, public_url: str | None) -> dict[str, str]:
         raise ValueError(f"--public-url must look like https://ops.example.com, not {public_url!r}")
     values["ALLOWED_HOSTS"] = ",".join([url.hostname, *INTERNAL_HOSTS])
     values["CSRF_TRUSTED_ORIGINS"] = f"{url.scheme}://{url.netloc}"
+    https = url.scheme == "https"
+    values["SECURE_SSL_REDIRECT"] = "true" if https else "false"
+    values["SECURE_HSTS_SECONDS"] = str(HSTS_SECONDS) if https else "0"
     values["DATABASE_URL"] = "postgres://{}:{}@postgres:5432/{}".format(
         quote(merged["POSTGRES_USER"], safe=""),
         quote(merged["POSTGRES_PASSWORD"], safe=""),
@@ -151,15 +166,35 @@ def render(env_default: str, values: dict[str, str], created: datetime) -> str:
 def problems(env: dict[str, str], defaults: dict[str, str]) -> tuple[list[str], list[str]]:
     """(errors, warnings) of a Docker .env; errors stop `make up`."""
     errors, warnings = [], []
-    debug = env.get("DEBUG", defaults.get("DEBUG", "")).strip().lower() in ("1", "true", "yes", "on")
+
+    def current(name: str) -> str:
+        return env.get(name, defaults.get(name, "")).strip()
+
+    def is_on(name: str, blank: bool) -> bool:
+        return current(name).lower() in ("1", "true", "yes", "on") if current(name) else blank
+
+    debug = is_on("DEBUG", False)
     key = env.get("SECRET_KEY", "")
     if not debug and key == defaults.get("SECRET_KEY"):
         errors.append(
             "DEBUG=false with the default SECRET_KEY: set SECRET_KEY to a random value "
             "(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')"
         )
-    elif not debug and len(key) < 32:
-        errors.append("DEBUG=false needs a SECRET_KEY of at least 32 characters")
+    elif not debug and len(key) < SECRET_KEY_MIN_LENGTH:
+        errors.append(f"DEBUG=false needs a SECRET_KEY of at least {SECRET_KEY_MIN_LENGTH} characters")
+    if not debug:
+        for name in REQUIRED_SECRETS:
+            if not current(name) or current(name) == defaults.get(name):
+                errors.append(f"DEBUG=false with an empty or default {name}: set it to a random value")
+        if current("DEMO_PASSWORD") and current("DEMO_PASSWORD") == defaults.get("DEMO_PASSWORD"):
+            errors.append("DEBUG=false with the default DEMO_PASSWORD: set it to a random value, or empty it")
+    # Empty SECURE_SSL_REDIRECT follows DEBUG in core/settings.py: on in production.
+    site = current("CSRF_TRUSTED_ORIGINS").split(",")[0].strip()
+    if site.startswith("http://") and is_on("SECURE_SSL_REDIRECT", not debug):
+        errors.append(
+            f"the site is {site} (CSRF_TRUSTED_ORIGINS) but SECURE_SSL_REDIRECT is on: every page would "
+            "redirect to https://. Set SECURE_SSL_REDIRECT=false and SECURE_HSTS_SECONDS=0, or serve https://"
+        )
     for name in ("WEB_HOST", "SIM_HOST"):
         value = env.get(name, defaults.get(name, ""))
         if LOOPBACK.match(value):

@@ -8,6 +8,7 @@ database: the ones that reach PostgreSQL or Redis use the URLs in the environmen
 import hashlib
 import http.server
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -516,6 +517,8 @@ def render_nginx(tmp_path: Path, replacements: dict[str, str], foreground: bool 
     for old, new in replacements.items():
         assert config.count(old) == 1, f"{old!r} should occur once in {NGINX_CONF.name}"
         config = config.replace(old, new)
+    # The image's /var/log/nginx/ (its files lead to the container's stdout and stderr) moves to logs/.
+    config = config.replace("/var/log/nginx/", f"{tmp_path}/logs/")
     (tmp_path / "default.conf").write_text(config)
     for directory in ("logs", "temp"):
         (tmp_path / directory).mkdir(exist_ok=True)
@@ -702,6 +705,67 @@ def test_nginx_refuses_oversized_bodies(nginx_site):
     assert upstream.requests == []
 
 
+def nginx_directives(name: str) -> list[str]:
+    """The arguments of every `name ...;` directive (one starting a line) of the config, comments
+    dropped, lines joined."""
+    text = re.sub(r"#[^\n]*", "", NGINX_CONF.read_text())
+    return [" ".join(found.split()) for found in re.findall(rf"(?m)^\s*{name}\s+([^;]*);", text)]
+
+
+def test_nginx_logs_no_query_strings():
+    formats = nginx_directives("log_format")
+    assert formats, "the config defines its own access log format"
+    for log_format in formats:
+        for variable in ("request", "request_uri", "args", "query_string", "http_referer"):
+            assert not re.search(rf"\${variable}\b", log_format), f"${variable} in log_format {log_format}"
+        assert not re.search(r"\$arg_", log_format), log_format
+    names = {log_format.split()[0] for log_format in formats}
+    access_logs = nginx_directives("access_log")
+    # Server level: it replaces the stock nginx.conf's http-level log (format `main`, with $request).
+    assert any(log.split()[-1] in names for log in access_logs), access_logs
+    assert all(log == "off" or log.split()[-1] in names for log in access_logs), access_logs
+
+
+def test_nginx_limits_per_client_address():
+    zones = {
+        re.search(r"zone=(\w+)", zone).group(1): zone
+        for zone in nginx_directives("limit_req_zone") + nginx_directives("limit_conn_zone")
+    }
+    assert all(zone.startswith("$binary_remote_addr ") for zone in zones.values()), zones
+    assert "rate=10r/m" in zones["signin"]
+    used = {
+        re.search(r"zone=(\w+)", limit).group(1) if "zone=" in limit else limit.split()[0]
+        for limit in nginx_directives("limit_req") + nginx_directives("limit_conn")
+    }
+    assert used == set(zones), f"zones {sorted(zones)}, used {sorted(used)}"
+    assert nginx_directives("limit_req_status") == nginx_directives("limit_conn_status") == ["429"]
+    assert nginx_directives("client_max_body_size") == ["1m"]
+
+
+def test_nginx_access_log_leaves_the_query_string_out(nginx_site, tmp_path):
+    port, upstream = nginx_site
+    answer = http_request(
+        port, b"GET /healthz?ticket=s3cret-ticket HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert upstream.requests[-1][0] == "/healthz?ticket=s3cret-ticket"  # daphne still gets it
+    log = (tmp_path / "logs" / "access.log").read_text()
+    assert '"GET /healthz HTTP/1.1" 200' in log
+    assert "s3cret" not in log
+
+
+def test_nginx_limits_sign_in_attempts_per_address(nginx_site):
+    port, upstream = nginx_site
+    request = b"POST /api/auth/token/ HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    statuses = [http_request(port, request).split(b" ")[1] for _ in range(10)]
+    # The first, then a burst of 5 at once; the rest wait 6 s each (10r/m), so they get 429 here.
+    assert statuses == [b"200"] * 6 + [b"429"] * 4
+    assert len(upstream.requests) == 6
+    assert http_request(
+        port, b"GET /api/orders/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    ).startswith(b"HTTP/1.1 200"), "the rest of the API has a zone of its own"
+
+
 def test_nginx_upgrades_websockets_and_tunnels_them(nginx_site):
     port, upstream = nginx_site
     with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
@@ -846,6 +910,14 @@ def test_make_env_database_url_matches_the_postgres_service(tmp_path):
     assert documented == env["DATABASE_URL"].replace(env["POSTGRES_PASSWORD"], defaults["POSTGRES_PASSWORD"])
 
 
+def test_make_env_trusts_the_forwarding_headers_of_nginx_only(tmp_path):
+    env = docker_env(tmp_path)
+    network = compose()["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    nginx_address = compose()["services"]["nginx"]["networks"]["default"]["ipv4_address"]
+    assert ipaddress.ip_address(nginx_address) in ipaddress.ip_network(network)
+    assert env["TRUSTED_PROXIES"] == nginx_address
+
+
 def test_make_env_draws_new_secrets_each_time(tmp_path):
     first, second = docker_env(tmp_path / "a"), docker_env(tmp_path / "b")
     for name in ("SECRET_KEY", "BUENO_WEBHOOK_SECRET", "POSTGRES_PASSWORD"):
@@ -912,6 +984,34 @@ def test_make_env_check_refuses_an_env_copied_verbatim(tmp_path, capsys):
         "DATABASE_URL is empty",
     ):
         assert expected in errors
+
+
+def test_make_env_turns_https_on_only_for_an_https_site(tmp_path):
+    local = docker_env(tmp_path / "local")
+    assert (local["SECURE_SSL_REDIRECT"], local["SECURE_HSTS_SECONDS"]) == ("false", "0")
+    public = docker_env(tmp_path / "public", public_url="https://ops.example.com")
+    assert (public["SECURE_SSL_REDIRECT"], public["SECURE_HSTS_SECONDS"]) == ("true", "31536000")
+    for env in (local, public):  # keys the settings refuse with DEBUG=false are drawn fresh
+        for name in (*make_env.REQUIRED_SECRETS, "DEMO_PASSWORD"):
+            assert len(env[name]) == 50, name
+
+
+def test_make_env_check_refuses_default_secrets_and_a_redirecting_plain_http_site(tmp_path, capsys):
+    docker_env(tmp_path)
+    path = tmp_path / "docker.env"
+    text = path.read_text()
+    env = make_env.parse_env(text)
+    defaults = make_env.parse_env(env_default_text())
+    for name in ("MELANGE_API_KEY", "BUENO_WEBHOOK_SECRET", "DEMO_PASSWORD"):
+        text = text.replace(f"{name}={env[name]}", f"{name}={defaults[name]}")
+    text = text.replace("SECURE_SSL_REDIRECT=false", "SECURE_SSL_REDIRECT=")  # empty: on with DEBUG=false
+    path.write_text(text)
+    capsys.readouterr()
+    assert make_env.main(["--check", str(path)]) == 1
+    errors = capsys.readouterr().err
+    for name in ("MELANGE_API_KEY", "BUENO_WEBHOOK_SECRET", "DEMO_PASSWORD", "SECURE_SSL_REDIRECT"):
+        assert name in errors
+    assert "BUENO_API_KEY" not in errors and "UKLON_API_KEY" not in errors
 
 
 def test_make_env_rejects_docker_notes_it_cannot_read():

@@ -1,6 +1,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from orders.models import Courier, Dish, Restaurant
 
@@ -53,3 +54,11 @@ def test_seed_demo_restores_a_changed_demo_password(settings):
     call_command("seed_demo", verbosity=0)
     user.refresh_from_db()
     assert user.check_password(settings.DEMO_PASSWORD)
+
+
+def test_seed_demo_refuses_an_empty_demo_password(settings):
+    """An empty DEMO_PASSWORD means "no demo users here" (production): nothing is created."""
+    settings.DEMO_PASSWORD = ""
+    with pytest.raises(CommandError, match="DEMO_PASSWORD"):
+        call_command("seed_demo", verbosity=0)
+    assert not get_user_model().objects.filter(username="operator").exists()

@@ -1,6 +1,8 @@
 """Demo data: two restaurants with a dozen dishes each, an operator, a customer and three couriers.
 
-Idempotent: a second run finds everything in place and writes nothing.
+Idempotent: a second run finds everything in place and writes nothing. The users' password is
+DEMO_PASSWORD; an empty one means this deployment has no demo users, so the command refuses to run
+(core/settings.py refuses .env.default's published password when DEBUG is off).
 """
 
 import logging
@@ -9,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from orders.models import Courier, Dish, Restaurant
@@ -68,6 +70,8 @@ class Command(BaseCommand):
     help = "Create demo restaurants, dishes and users (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEMO_PASSWORD:
+            raise CommandError("DEMO_PASSWORD is empty: set it to create the demo users (operator is staff).")
         with transaction.atomic():
             changes = self._seed()
         logger.debug("seed_demo wrote: %s", ", ".join(changes))
