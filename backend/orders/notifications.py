@@ -15,9 +15,10 @@ MESSAGES = {
         "Your order #{id} has been delivered",
         "Enjoy your meal! Order #{id} arrived at {address}.",
     ),
+    # No cause: `failure_reason` is written for operators and may quote a provider's error.
     OrderStatus.FAILED: (
         "We could not complete your order #{id}",
-        "Sorry: order #{id} could not be completed ({reason}). You will not be charged.",
+        "Sorry: order #{id} could not be completed. You will not be charged.",
     ),
     OrderStatus.CANCELLED: (
         "Your order #{id} was cancelled",
@@ -41,11 +42,7 @@ def send_order_email(*, order_id: int) -> bool:
     if not claimed.update(notified_status=order.status):
         return False
     subject, body = MESSAGES[OrderStatus(order.status)]
-    context = {
-        "id": order.pk,
-        "address": order.delivery_address,
-        "reason": order.failure_reason or "provider error",
-    }
+    context = {"id": order.pk, "address": order.delivery_address}
     try:
         send_mail(
             subject.format(**context),

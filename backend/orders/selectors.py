@@ -9,6 +9,7 @@ from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from .disclosure import PUBLIC_EVENT_TYPES, sees_internals
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, Restaurant
 from .status import ACTIVE, OrderStatus
 
@@ -52,7 +53,7 @@ def order_list(
     if statuses:
         orders = orders.filter(status__in=statuses)
     if q:
-        orders = orders.filter(_matching(q.strip()))
+        orders = orders.filter(_matching(q.strip(), sub_orders=user.is_staff))
     if created_after is not None:
         orders = orders.filter(created_at__gte=created_after)
     if created_before is not None:
@@ -67,14 +68,13 @@ def order_list(
     return _with_details(orders)
 
 
-def _matching(q: str) -> Q:
-    """An order number (`123`, `#123`), or text in the address, the username or a sub-order id."""
+def _matching(q: str, *, sub_orders: bool) -> Q:
+    """An order number (`123`, `#123`), or text in the address, the username or (for operators, who see
+    them) a provider sub-order id: customers must not be able to confirm a guessed one."""
     number = q.removeprefix("#")
-    match = (
-        Q(delivery_address__icontains=q)
-        | Q(customer__username__icontains=q)
-        | Exists(Leg.objects.filter(order=OuterRef("pk"), external_id__iexact=q))
-    )
+    match = Q(delivery_address__icontains=q) | Q(customer__username__icontains=q)
+    if sub_orders:
+        match |= Exists(Leg.objects.filter(order=OuterRef("pk"), external_id__iexact=q))
     if number.isdigit() and len(number) <= 18:
         match |= Q(pk=int(number))
     return match
@@ -93,7 +93,10 @@ def alert_list(*, open: bool | None = None, kind: str = "", order: int | None = 
 
 
 def order_detail_queryset(*, user: AbstractBaseUser) -> QuerySet[Order]:
+    """The orders `user` may see, with their history: all of it for operators, else the public events."""
     events = OrderEvent.objects.select_related("actor", "alert").order_by("seq")
+    if not sees_internals(user):
+        events = events.filter(type__in=PUBLIC_EVENT_TYPES)
     return _with_details(orders_visible_to(user)).prefetch_related(Prefetch("events", queryset=events))
 
 

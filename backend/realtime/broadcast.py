@@ -7,6 +7,9 @@ the strings into one frame per group (realtime.hub) and hands the same text to a
 Courier locations carry no seq: services publish them after commit (`location_after_commit`).
 
 Groups: `operators` (every change), `order.<id>` (one order), `courier.<id>` (that courier's orders).
+The shape follows the group (orders.disclosure): `operators` get every event whole; the order and courier
+groups get the public events only, in the public shape, whoever listens. Their streams thus skip some seqs;
+clients order and resume by seq and take no gap for a loss.
 """
 
 import asyncio
@@ -23,6 +26,7 @@ from django.db import transaction
 from django.db.models import prefetch_related_objects
 
 from orders import selectors
+from orders.disclosure import is_public_event
 from orders.models import Courier, Order, OrderEvent
 
 from . import payloads
@@ -53,7 +57,8 @@ def location_after_commit(courier_id: int) -> None:
 
 def publish_released(events: list[OrderEvent]) -> None:
     """Send events the relay released (seq ascending) to every group that may see them, one message per
-    group. Raises when a group could not be reached, so that the relay tries again."""
+    group: each event rendered at most twice, whole for operators and public for the others. Raises when
+    a group could not be reached, so that the relay tries again."""
     if not events:
         return
     orders = {
@@ -66,9 +71,12 @@ def publish_released(events: list[OrderEvent]) -> None:
         order = orders.get(event.order_id)
         if order is None:
             continue  # deleted since (its events went with it)
-        text = payloads.dumps(payloads.event_payload(event, payloads.order_payload(order, seq=event.seq)))
-        item = (event.seq, order.pk, text)
-        by_group[OPERATORS].append(item)
+        full = payloads.order_payload(order, seq=event.seq)
+        by_group[OPERATORS].append((event.seq, order.pk, payloads.dumps(payloads.event_payload(event, full))))
+        if not is_public_event(event):
+            continue
+        public = payloads.public_event_payload(event, payloads.public_order_payload(full))
+        item = (event.seq, order.pk, payloads.dumps(public))
         by_group[order_group(order.pk)].append(item)
         if order.courier_id:
             by_group[courier_group(order.courier_id)].append(item)

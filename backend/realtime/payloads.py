@@ -1,6 +1,8 @@
 """Typed payload builders: what an order, an event and a courier position look like on the wire.
 
 The same shapes serve the snapshot, the live events and the replay, so a client needs one parser.
+Two shapes of each (orders.disclosure): the full one for the `operators` stream, and the public one,
+a subset without provider legs, failure text, alerts and who did what, for order and courier streams.
 """
 
 import json
@@ -8,6 +10,7 @@ from datetime import datetime
 from typing import Any, TypedDict
 
 from orders.alerts import order_promised_at
+from orders.disclosure import public_reason
 from orders.geo import geocode
 from orders.models import Alert, Courier, Order, OrderEvent
 
@@ -32,7 +35,9 @@ class AlertPayload(TypedDict):
     note: str
 
 
-class OrderPayload(TypedDict):
+class PublicOrderPayload(TypedDict):
+    """What customers and couriers get of an order (a subset of OrderPayload, in its order)."""
+
     id: int
     seq: int
     status: str
@@ -45,6 +50,11 @@ class OrderPayload(TypedDict):
     destination: tuple[float, float]
     restaurants: list[dict[str, Any]]
     courier: CourierPayload | None
+
+
+class OrderPayload(PublicOrderPayload):
+    """An order whole, for operators."""
+
     failure_reason: str
     legs: list[dict[str, Any]]
     alerts: list[AlertPayload]
@@ -115,6 +125,33 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
             for leg in legs
         ],
         "alerts": [alert_payload(alert) for alert in order.open_alerts],
+    }
+
+
+def public_order_payload(order: OrderPayload) -> PublicOrderPayload:
+    """The public part of a built order payload: PublicOrderPayload's keys, nothing else."""
+    return {key: order[key] for key in PublicOrderPayload.__annotations__}
+
+
+# The functional form: `from` is a Python keyword. `from` and `to` are the order's statuses around it.
+PublicEventPayload = TypedDict(
+    "PublicEventPayload",
+    {"seq": int, "type": str, "at": str, "from": str, "to": str, "reason": str, "order": PublicOrderPayload},
+)
+
+
+def public_event_payload(event: OrderEvent, order: PublicOrderPayload) -> PublicEventPayload:
+    """An event as customers and couriers see it: what changed and when, with the public order; the
+    reason only when it is the customer's own (orders.disclosure.public_reason). Callers send only
+    orders.disclosure.PUBLIC_EVENT_TYPES."""
+    return {
+        "seq": event.seq,
+        "type": event.type,
+        "at": event.at.isoformat(),
+        "from": event.from_status,
+        "to": event.to_status,
+        "reason": public_reason(event),
+        "order": order,
     }
 
 

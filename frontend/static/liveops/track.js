@@ -44,9 +44,11 @@ function render() {
   part('eta').textContent = order.eta ? formatDateTime(order.eta) : gettext('As soon as possible');
   part('total').textContent = formatMoney(order.total);
   part('courier').textContent = courierNote(order);
+  // Why an order failed stays with operators (it may quote a provider's error): the customer gets a sorry.
   const reason = part('reason');
-  reason.textContent = order.failure_reason || '';
-  reason.hidden = !order.failure_reason;
+  const failed = order.status === 'failed';
+  reason.textContent = failed ? gettext('Sorry: we could not complete this order.') : '';
+  reason.hidden = !failed;
   renderSteps(order);
   map.render(orders);
 }
@@ -134,7 +136,8 @@ function renderEvents() {
 }
 
 function remember(event) {
-  // Live events and the API name the status fields the same way; keep the fields the list needs.
+  // Live events and the API give the same public event (seqs with gaps: operators' events are not sent
+  // here); keep the fields the list needs. `reason` is the customer's own, when they cancelled.
   events.set(event.seq, { seq: event.seq, type: event.type, from: event.from, to: event.to, at: event.at, reason: event.reason });
 }
 
