@@ -45,6 +45,12 @@ def isolated_redis() -> None:
     ).enable()
 
 
+@pytest.fixture(autouse=True)
+def isolated_limits(settings) -> None:
+    """Rate-limit counters, tickets and socket places (core.limits) of one test never meet another's."""
+    settings.LIMITS_KEY_PREFIX = f"test-limits-{uuid.uuid4().hex[:12]}"
+
+
 class RunningRelay:
     """The event relay (orders.relay) in a thread of this process, as `manage.py relay_events` runs it."""
 

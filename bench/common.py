@@ -2,7 +2,12 @@
 and the event relay.
 
 Benchmarks never touch real data: they work in `<name>_bench` next to DATABASE_URL's database (emptied
-and re-seeded each run) and send Celery tasks to Redis database 15, which nothing consumes here.
+and re-seeded each run) and send Celery tasks to Redis database 15, which nothing consumes here. Their
+rate-limit counters and socket leases live under a Redis key prefix of their own (LIMITS_KEY_PREFIX).
+
+The abuse limits (.env.default, "Sign-in and abuse limits") stay as deployed, except those a benchmark's
+load trips by design, which it lifts in the web process it starts and only there (SOCKET_CAP_OFF,
+ORDER_RATE_OFF below; bench/report.py lists them in docs/benchmarks.md).
 """
 
 import argparse
@@ -28,6 +33,13 @@ logger = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent
 BROKER_DB = 15
 WEB_START_TIMEOUT_SECONDS = 60
+
+# Limits a benchmark's load trips by design, to pass to start_web(**...) by the benchmarks that need them:
+# hundreds of sockets of one operator (fan-out, idle, the soak's 21) over REALTIME_SOCKETS_PER_USER ...
+SOCKET_CAP_OFF = {"REALTIME_SOCKETS_PER_USER": "0"}
+# ... and one customer's clients creating orders as fast as they can (REST creation) or at --rate for
+# minutes (soak), over THROTTLE_ORDER_CREATE_PER_USER.
+ORDER_RATE_OFF = {"THROTTLE_ORDER_CREATE_PER_USER": "1000000/minute"}
 
 
 def bench_database_url(suffix: str = "bench") -> str:
@@ -65,10 +77,13 @@ def setup_django(database_suffix: str = "bench", **env: str) -> None:
     redis = urlsplit(os.environ["REDIS_URL"])
     os.environ["CELERY_BROKER_URL"] = urlunsplit(redis._replace(path=f"/{BROKER_DB}"))
     os.environ["LOG_LEVEL"] = "WARNING"
-    # Production settings: DEBUG off (no query log, no debug cursor), so a real signing key.
-    os.environ.update(
-        DEBUG="false", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="127.0.0.1,localhost"
-    )
+    # Production settings: DEBUG off (no query log, no debug cursor), so real secrets (core/settings.py
+    # refuses .env.default's), and no redirect to https:// (the processes speak plain HTTP).
+    for name in ("SECRET_KEY", "MELANGE_API_KEY", "BUENO_API_KEY", "UKLON_API_KEY", "BUENO_WEBHOOK_SECRET"):
+        os.environ[name] = secrets.token_urlsafe(50)
+    os.environ["DEMO_PASSWORD"] = secrets.token_urlsafe(16)
+    os.environ.update(DEBUG="false", SECURE_SSL_REDIRECT="false", ALLOWED_HOSTS="127.0.0.1,localhost")
+    os.environ["LIMITS_KEY_PREFIX"] = f"bench-limits-{os.getpid()}"  # meets no other run's counters
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
     ensure_database(os.environ["DATABASE_URL"])
@@ -97,13 +112,14 @@ def python_path_env(**extra: str) -> dict[str, str]:
 
 
 def start_web(port: int, log: Path, **env: str) -> subprocess.Popen:
-    """One daphne web process, as the Procfile starts it, answering /healthz."""
+    """One web process (core.serve: daphne with its body limit), as the Procfile starts it, answering
+    /healthz."""
     with open(log, "wb") as out:
         web = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "core.serve",
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -332,3 +348,18 @@ def main(
     result = measure(args)
     write_json(args.json, result)
     sys.exit(0 if result["ok"] else 1)
+
+
+def api_token(username: str) -> str:
+    """A new API token of `username` (django-rest-knox stores only its hash: this is the one chance to
+    read it). For the REST and WebSocket clients, which send it as `Authorization: Token <token>`."""
+    from django.contrib.auth import get_user_model
+    from knox.models import AuthToken
+
+    return AuthToken.objects.create(user=get_user_model().objects.get(username=username))[1]
+
+
+def authorization(token: str) -> dict[str, str]:
+    """The header that signs a client in: REST (httpx `headers=`) and WebSocket (websockets.connect's
+    `additional_headers=`) alike. A token in a WebSocket URL is refused."""
+    return {"Authorization": f"Token {token}"}

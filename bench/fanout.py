@@ -138,21 +138,20 @@ def prepare_couriers(count: int) -> tuple[str, list[tuple[int, str]]]:
     """The operator's token and (courier id, token) pairs."""
     from django.contrib.auth import get_user_model
     from django.db import transaction
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from orders.models import Courier
 
     users = get_user_model().objects
-    operator_token = Token.objects.get_or_create(user=users.get(username="operator"))[0].key
+    operator_token = common.api_token("operator")  # all --operators sockets sign in with it
     with transaction.atomic():
         courier_users = users.bulk_create([users.model(username=f"bench-courier-{n}") for n in range(count)])
         fleet = Courier.objects.bulk_create(
             [Courier(user=user, name=f"Bench courier {n}") for n, user in enumerate(courier_users)]
         )
-        tokens = Token.objects.bulk_create(
-            [Token(user=user, key=Token.generate_key()) for user in courier_users]
-        )
-    return operator_token, [(courier.pk, token.key) for courier, token in zip(fleet, tokens, strict=True)]
+        # knox keeps only a hash of each token: create() is the one place its plain text is known
+        tokens = [AuthToken.objects.create(user=user)[1] for user in courier_users]
+    return operator_token, [(courier.pk, token) for courier, token in zip(fleet, tokens, strict=True)]
 
 
 def prepare_orders(count: int, courier_ids: list[int], tag: str, offset: int = 0) -> list[tuple[int, int]]:
@@ -564,7 +563,8 @@ def one_run(
     driver = Writers([kind(fleet, window, f"{mode}-{os.getpid()}-w{n}") for n in range(args.writers)])
     work = Path(tempfile.mkdtemp(prefix=f"bench-fanout-{mode}-"))
     port = common.free_port()
-    web = common.start_web(port, work / "web.log", REALTIME_FLUSH_MS=str(flush_ms))
+    # --operators sockets (500) of one operator user: no per-user socket cap
+    web = common.start_web(port, work / "web.log", REALTIME_FLUSH_MS=str(flush_ms), **common.SOCKET_CAP_OFF)
     relay: subprocess.Popen | None = None
     relay_stats: dict | None = None
     clients: list[subprocess.Popen] = []

@@ -35,9 +35,15 @@ SOCKETS_PER_PROCESS = 1000
 WAVE = 50
 
 
-async def _hold(url: str, ready: asyncio.Event, probe: dict, errors: list) -> None:
+async def _hold(url: str, token: str, ready: asyncio.Event, probe: dict, errors: list) -> None:
     try:
-        async with websockets.connect(url, max_size=None, open_timeout=120, ping_interval=None) as ws:
+        async with websockets.connect(
+            url,
+            additional_headers=common.authorization(token),
+            max_size=None,
+            open_timeout=120,
+            ping_interval=None,
+        ) as ws:
             await ws.recv(decode=False)  # the snapshot
             ready.set()
             while True:
@@ -50,7 +56,7 @@ async def _hold(url: str, ready: asyncio.Event, probe: dict, errors: list) -> No
         ready.set()
 
 
-async def _clients(url: str, count: int, ready_file: Path, wait: float) -> dict:
+async def _clients(url: str, token: str, count: int, ready_file: Path, wait: float) -> dict:
     readies = [asyncio.Event() for _ in range(count)]
     probe: dict = {"received": []}
     errors: list[str] = []
@@ -58,7 +64,7 @@ async def _clients(url: str, count: int, ready_file: Path, wait: float) -> dict:
     started = time.monotonic()
     for start in range(0, count, WAVE):  # a wave connects once the previous one has its snapshots
         wave = range(start, min(start + WAVE, count))
-        tasks.extend(asyncio.create_task(_hold(url, readies[index], probe, errors)) for index in wave)
+        tasks.extend(asyncio.create_task(_hold(url, token, readies[index], probe, errors)) for index in wave)
         await asyncio.gather(*(readies[index].wait() for index in wave))
     ready_file.write_text(
         json.dumps({"connected": count - len(errors), "seconds": time.monotonic() - started})
@@ -70,7 +76,7 @@ async def _clients(url: str, count: int, ready_file: Path, wait: float) -> dict:
 
 
 def client_main(args: argparse.Namespace) -> None:
-    result = asyncio.run(_clients(args.url, args.count, Path(args.ready_file), args.wait))
+    result = asyncio.run(_clients(args.url, args.token, args.count, Path(args.ready_file), args.wait))
     Path(args.out).write_text(json.dumps(result))
 
 
@@ -91,16 +97,16 @@ def _wait_for(paths: list[Path], clients: list[subprocess.Popen], timeout: float
 def measure(sockets: int, idle: float) -> dict:
     common.setup_django()
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from orders import services
     from orders.models import Dish
 
     users = get_user_model().objects
-    token = Token.objects.get_or_create(user=users.get(username="operator"))[0].key
+    token = common.api_token("operator")
     port = common.free_port()
     work = Path(tempfile.mkdtemp(prefix="bench-idle-"))
-    web = common.start_web(port, work / "web.log")
+    # --sockets (2,000) sockets of one operator user: no per-user socket cap
+    web = common.start_web(port, work / "web.log", **common.SOCKET_CAP_OFF)
     clients: list[subprocess.Popen] = []
     relay = None
     try:
@@ -108,7 +114,7 @@ def measure(sockets: int, idle: float) -> dict:
         process = psutil.Process(web.pid)
         time.sleep(1)
         rss_before = _rss_mib(process)
-        url = f"ws://127.0.0.1:{port}/ws/operators/?token={token}"
+        url = f"ws://127.0.0.1:{port}/ws/operators/"
         wait = idle + 120
         counts = [
             min(SOCKETS_PER_PROCESS, sockets - start) for start in range(0, sockets, SOCKETS_PER_PROCESS)
@@ -127,6 +133,8 @@ def measure(sockets: int, idle: float) -> dict:
                         "client",
                         "--url",
                         url,
+                        "--token",
+                        token,
                         "--count",
                         str(count),
                         "--ready-file",
@@ -198,7 +206,7 @@ def _options(parser: argparse.ArgumentParser) -> None:
 
 
 def _client_options(client: argparse.ArgumentParser) -> None:
-    for name in ("url", "ready-file", "out"):
+    for name in ("url", "token", "ready-file", "out"):
         client.add_argument(f"--{name}", required=True)
     client.add_argument("--count", type=int, required=True)
     client.add_argument("--wait", type=float, required=True)

@@ -51,7 +51,7 @@ async def _customer(
 
 async def _load(base: str, token: str, body: dict, clients: int, seconds: float) -> dict:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    headers = {"Authorization": f"Token {token}"}
+    headers = common.authorization(token)
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as client:
         for _ in range(WARMUP_REQUESTS):
             (await client.post("/api/orders/", json=body)).raise_for_status()
@@ -73,13 +73,9 @@ def client_main(args: argparse.Namespace) -> None:
 
 def measure(clients: int, duration: float) -> dict:
     common.setup_django()
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
     from orders.models import Dish, Order, OrderEvent, OrderItem
 
-    customer = get_user_model().objects.get(username="customer")
-    token = Token.objects.get_or_create(user=customer)[0].key
+    token = common.api_token("customer")
     dishes = [
         Dish.objects.filter(restaurant__provider=p, is_active=True).first() for p in ("melange", "bueno")
     ]
@@ -89,7 +85,8 @@ def measure(clients: int, duration: float) -> dict:
     }
     port = common.free_port()
     work = Path(tempfile.mkdtemp(prefix="bench-rest-"))
-    web = common.start_web(port, work / "web.log")
+    # --clients (16) clients of one customer, each POSTing as fast as it is answered: no order rate limit
+    web = common.start_web(port, work / "web.log", **common.ORDER_RATE_OFF)
     try:
         logger.info("%d clients POST /api/orders/ for %.0f s ...", clients, duration)
         out = work / "client.json"

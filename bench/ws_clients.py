@@ -100,7 +100,11 @@ async def hold(
     """Connect, take the snapshot, then record every frame until complete or the coordinator's end time."""
     try:
         async with websockets.connect(
-            f"{base}{sock.path}?token={sock.token}", max_size=None, open_timeout=120, ping_interval=None
+            f"{base}{sock.path}",
+            additional_headers={"Authorization": f"Token {sock.token}"},  # never in the URL: refused there
+            max_size=None,
+            open_timeout=120,
+            ping_interval=None,
         ) as ws:
             first = await ws.recv(decode=False)
             if not first.startswith(b'{"type":"snapshot"'):

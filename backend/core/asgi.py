@@ -1,4 +1,8 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+
+Around both, core.proxies applies (from trusted proxies only) and removes the forwarding headers; HTTP
+bodies over MAX_REQUEST_BYTES get 413 from core.asgi_limits before Django reads them.
+"""
 
 import os
 
@@ -15,7 +19,9 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.signals import request_finished  # noqa: E402
 from django.db import connections  # noqa: E402
 
-from realtime.auth import BrowserOriginValidator, TokenAuthMiddleware  # noqa: E402
+from core.asgi_limits import BodySizeLimitMiddleware  # noqa: E402
+from core.proxies import ProxyHeadersMiddleware  # noqa: E402
+from realtime.auth import BrowserOriginValidator, WebSocketAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -36,11 +42,14 @@ request_finished.connect(close_request_connections)
 
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        "websocket": BrowserOriginValidator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+application = ProxyHeadersMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": BodySizeLimitMiddleware(http_app, settings.MAX_REQUEST_BYTES),
+            "websocket": BrowserOriginValidator(
+                AuthMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    ),
+    trusted=settings.TRUSTED_PROXIES,
 )

@@ -4,11 +4,18 @@ Precedence: the process environment, then a local `.env` (git-ignored), then `.e
 (committed, documents every variable). A bad value stops start-up with a message naming the variable.
 """
 
+import ipaddress
+import math
+from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import dotenv_values
 from environs import Env, EnvError
-from marshmallow.validate import Length, OneOf, Range
+from marshmallow import ValidationError
+from marshmallow.validate import Length, OneOf, Range, Regexp
 
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/
 REPO_DIR = BASE_DIR.parent
@@ -17,7 +24,6 @@ env = Env()
 env.read_env(REPO_DIR / ".env", recurse=False)
 env.read_env(REPO_DIR / ".env.default", recurse=False)
 
-INSECURE_SECRET_KEY = "insecure-local-development-key-change-me"
 REDIS_SCHEMES = {"redis", "rediss", "unix"}
 BROKER_SCHEMES = REDIS_SCHEMES | {"amqp", "amqps", "sentinel"}
 HTTP_SCHEMES = {"http", "https"}
@@ -36,6 +42,14 @@ def _url(name: str, *, default: str | None = None, schemes: set[str] | None = No
     return env.url(name, schemes=schemes, require_tld=False).geturl()
 
 
+def _ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """One TRUSTED_PROXIES entry: an address (10.0.0.5) or a network (172.30.0.0/24)."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+
+
 try:
     DEBUG = env.bool("DEBUG")
     SECRET_KEY = env.str("SECRET_KEY")
@@ -44,6 +58,10 @@ try:
     TIME_ZONE = env.str("TIME_ZONE")
     LOG_LEVEL = env.log_level("LOG_LEVEL")
     WEB_PORT = env.int("WEB_PORT", validate=Range(min=1, max=65535))
+    # Largest request body the web process accepts (core.asgi_limits, and core.serve inside daphne)
+    MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", validate=Range(min=1024, max=64 * 1024 * 1024))
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (core.proxies); empty: nobody's
+    TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", subcast=_ip_network)
 
     if _is_blank("DATABASE_URL"):
         raise ImproperlyConfigured(
@@ -108,16 +126,123 @@ try:
             'Environment variable "EMAIL_URL" invalid: use console://, file://<dir>, memory:// or smtp://host:port.'
         )
     DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL")
+
+    # Sign-in tokens (django-rest-knox) and WebSocket tickets
+    AUTH_TOKEN_TTL_HOURS = env.float("AUTH_TOKEN_TTL_HOURS", validate=Range(min=0, min_inclusive=False))
+    AUTH_TOKEN_LIMIT_PER_USER = env.int("AUTH_TOKEN_LIMIT_PER_USER", validate=Range(min=1))
+    REALTIME_TICKET_SECONDS = env.int("REALTIME_TICKET_SECONDS", validate=Range(min=1, max=600))
+    # Abuse limits: rates such as 10/minute or 5/15min (core.limits), kept in Redis
+    _rate = Regexp(r"^\s*\d+\s*/\s*\d*\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*$")
+    THROTTLE_SIGNIN_PER_IP = env.str("THROTTLE_SIGNIN_PER_IP", validate=_rate)
+    THROTTLE_SIGNIN_FAILURES_PER_USERNAME = env.str("THROTTLE_SIGNIN_FAILURES_PER_USERNAME", validate=_rate)
+    THROTTLE_ORDER_CREATE_PER_USER = env.str("THROTTLE_ORDER_CREATE_PER_USER", validate=_rate)
+    THROTTLE_TICKET_PER_USER = env.str("THROTTLE_TICKET_PER_USER", validate=_rate)
+    THROTTLE_WEBHOOK_PER_SOURCE = env.str("THROTTLE_WEBHOOK_PER_SOURCE", validate=_rate)
+    REALTIME_FRAMES_PER_SECOND = env.float("REALTIME_FRAMES_PER_SECOND", validate=_positive)
+    REALTIME_FRAME_BURST = env.int("REALTIME_FRAME_BURST", validate=Range(min=1))
+    REALTIME_SOCKETS_PER_USER = env.int("REALTIME_SOCKETS_PER_USER", validate=Range(min=0))
+    LIMITS_KEY_PREFIX = env.str("LIMITS_KEY_PREFIX", validate=Length(min=1, max=64))
     DEMO_PASSWORD = env.str("DEMO_PASSWORD")
     SERVE_STATIC = DEBUG if _is_blank("SERVE_STATIC") else env.bool("SERVE_STATIC")
 except EnvError as error:
     raise ImproperlyConfigured(f"Invalid configuration: {error}") from error
 
-if not DEBUG and (SECRET_KEY == INSECURE_SECRET_KEY or len(SECRET_KEY) < 32):
+# --- Going live: unsafe secrets refused, HTTPS only, security headers, Content-Security-Policy ------
+# With DEBUG=false, start-up stops when a secret is empty or still the value published in .env.default,
+# or when SECRET_KEY is guessable; one message names every such variable (never its value).
+_shipped = dotenv_values(REPO_DIR / ".env.default")  # the published values: never secrets in production
+SECRET_KEY_MIN_LENGTH = 50  # Django's own rule for check --deploy (security.W009), with 5 distinct characters
+SECRET_KEY_MIN_UNIQUE_CHARACTERS = 5
+SECRET_KEY_MIN_BITS = 128  # Shannon entropy of the key's characters x its length: a rough lower bound
+HSTS_PRODUCTION_SECONDS = 365 * 24 * 3600  # a year: what browsers' preload lists ask for
+
+
+def _secret_key_weakness(key: str) -> str | None:
+    """Why `key` would be guessable, or None."""
+    if key == _shipped.get("SECRET_KEY"):
+        return "is the value shipped in .env.default"
+    if key.startswith("django-insecure"):
+        return "is a Django development key (django-insecure-...)"
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        return f"is {len(key)} characters long (at least {SECRET_KEY_MIN_LENGTH})"
+    if len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        return f"has fewer than {SECRET_KEY_MIN_UNIQUE_CHARACTERS} distinct characters"
+    bits = -sum(count * math.log2(count / len(key)) for count in Counter(key).values())
+    if bits < SECRET_KEY_MIN_BITS:
+        return f"is too repetitive (about {bits:.0f} bits of entropy, at least {SECRET_KEY_MIN_BITS})"
+    return None
+
+
+def _unsafe_production_settings() -> list[str]:
+    problems = []
+    if weakness := _secret_key_weakness(SECRET_KEY):
+        problems.append(f"SECRET_KEY {weakness}")
+    required = {
+        "MELANGE_API_KEY": PROVIDERS["melange"]["api_key"],
+        "BUENO_API_KEY": PROVIDERS["bueno"]["api_key"],
+        "UKLON_API_KEY": PROVIDERS["uklon"]["api_key"],
+        "BUENO_WEBHOOK_SECRET": BUENO_WEBHOOK_SECRET,
+    }
+    for name, value in required.items():
+        if not value.strip():
+            problems.append(f"{name} is empty")
+        elif value == _shipped.get(name):
+            problems.append(f"{name} is the value shipped in .env.default")
+    # Empty means "no demo users here" (seed_demo then refuses to run); the published one would give
+    # anyone the demo operator's staff account.
+    if DEMO_PASSWORD and DEMO_PASSWORD == _shipped.get("DEMO_PASSWORD"):
+        problems.append("DEMO_PASSWORD is the value shipped in .env.default (set a secret, or empty it)")
+    return problems
+
+
+if not DEBUG and (_unsafe := _unsafe_production_settings()):
     raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a random value of at least 32 characters when DEBUG is off "
-        "(for example: python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        f"DEBUG=false refuses unsafe settings: {'; '.join(_unsafe)}. Give each a random value, for "
+        "example: python -c 'import secrets; print(secrets.token_urlsafe(50))'."
     )
+
+
+try:
+    # Empty follows DEBUG: on in production. A plain-HTTP deployment (http://localhost) turns them off.
+    SECURE_SSL_REDIRECT = not DEBUG if _is_blank("SECURE_SSL_REDIRECT") else env.bool("SECURE_SSL_REDIRECT")
+    SECURE_HSTS_SECONDS = (
+        (0 if DEBUG else HSTS_PRODUCTION_SECONDS)
+        if _is_blank("SECURE_HSTS_SECONDS")
+        else env.int("SECURE_HSTS_SECONDS", validate=Range(min=0))
+    )
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = (
+        not DEBUG
+        if _is_blank("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+        else env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+    )
+    SECURE_HSTS_PRELOAD = not DEBUG if _is_blank("SECURE_HSTS_PRELOAD") else env.bool("SECURE_HSTS_PRELOAD")
+except EnvError as error:
+    raise ImproperlyConfigured(f"Invalid configuration: {error}") from error
+# Container health checks (docker/healthcheck.py) call daphne over plain HTTP, past the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+# django-csp (csp.middleware.CSPMiddleware) sends it on every response. Pages load scripts and styles
+# from files only (page data travels in json_script, which is not executed); JS may still set
+# element.style (CSSOM), which style-src does not govern. 'self' covers ws:/wss: to the same host
+# (CSP Level 3). data: images: Swagger UI's icons. The Swagger UI is the split view (core/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# --- end of going live ------------------------------------------------------------------------------
 
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]
 EMAIL_HOST = _email["EMAIL_HOST"]
@@ -137,9 +262,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "django_celery_beat",
     "channels",
     "core",
@@ -149,6 +275,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -217,21 +344,33 @@ STATICFILES_DIRS = [path for path in [REPO_DIR / "frontend" / "static"] if path.
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# No SECURE_PROXY_SSL_HEADER: core.proxies removes X-Forwarded-Proto from every request and sets the
+# ASGI scheme from it only for TRUSTED_PROXIES, so request.is_secure() follows that scheme.
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 X_FRAME_OPTIONS = "DENY"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "core.pagination.PageNumberPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # One JSON parser for the whole API: too deep a body is a 400, a body that is not JSON a 415
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Throttles identify clients by REMOTE_ADDR alone: core.proxies has already put the client's address
+    # there (from a trusted proxy) and dropped X-Forwarded-For, which DRF would otherwise believe.
+    "NUM_PROXIES": 0,
+}
+
+# Tokens are stored hashed, expire, and are revoked by logout (django-rest-knox)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=AUTH_TOKEN_TTL_HOURS),
+    "AUTH_HEADER_PREFIX": "Token",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -242,6 +381,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two choice sets share the field name "kind": named here, not by a hash (check --deploy warns otherwise)
+    "ENUM_NAME_OVERRIDES": {
+        "LegKindEnum": "orders.models.Leg.Kind",
+        "AlertKindEnum": "orders.models.Alert.Kind",
+    },
 }
 
 CELERY_TASK_ACKS_LATE = True

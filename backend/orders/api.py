@@ -1,19 +1,21 @@
 """REST endpoints: thin views that validate input, call a service or selector, and serialise."""
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
-from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import TOO_MANY
+from core.parsers import JSONParser
+from core.throttles import OrderCreateThrottle
+
 from . import alerts, selectors, services
+from .disclosure import sees_internals
 from .models import Alert, Order
 from .serializers import (
     AcknowledgeSerializer,
@@ -26,11 +28,12 @@ from .serializers import (
     OrderQuerySerializer,
     OrderSerializer,
     OverrideSerializer,
+    PublicOrderDetailSerializer,
+    PublicOrderSerializer,
     ReasonSerializer,
     RestaurantSerializer,
     ThroughputQuerySerializer,
     ThroughputSerializer,
-    TokenSerializer,
 )
 from .status import OrderStatus
 
@@ -53,24 +56,35 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: _ERROR_RESPONSES[code] for code in codes}
 
 
-class TokenView(ObtainAuthToken):
-    """`{username, password}` → `{"token": ...}`.
+# Operators get orders whole, customers and couriers their public shape (orders.disclosure). The schema
+# offers both; the public objects are closed (serializers.ClosedSchema), so an answer matches one only.
+_SHAPES = (
+    "Operators get `{full}`; customers and couriers `{public}`, without provider ids, errors, alerts or "
+    "staff names."
+)
+ORDER_FOR_USER = OpenApiResponse(
+    PolymorphicProxySerializer(
+        component_name="OrderForUser",
+        serializers=[OrderSerializer, PublicOrderSerializer],
+        resource_type_field_name=None,
+    ),
+    description=_SHAPES.format(full="Order", public="PublicOrder"),
+)
+ORDER_DETAIL_FOR_USER = OpenApiResponse(
+    PolymorphicProxySerializer(
+        component_name="OrderDetailForUser",
+        serializers=[OrderDetailSerializer, PublicOrderDetailSerializer],
+        resource_type_field_name=None,
+    ),
+    description=_SHAPES.format(full="OrderDetail", public="PublicOrderDetail"),
+)
 
-    Open to anyone without authenticating the request: a client whose old token was revoked must still
-    be able to sign in again, not get 401 "Invalid token" from the endpoint that issues new ones.
-    """
 
-    authentication_classes = ()
-
-    @extend_schema(request=ObtainAuthToken.serializer_class, responses={200: TokenSerializer, **errors(400)})
-    def post(self, request: Request, *args: object, **kwargs: object) -> Response:
-        return super().post(request, *args, **kwargs)
-
-
-@csrf_exempt  # answers every method the same; without this a POST would get Django's HTML CSRF page
-def not_found(request: HttpRequest, unknown: str) -> JsonResponse:
-    """Any other path under /api/ (`/api/orders/abc/` too): a JSON 404 as elsewhere in the API, not HTML."""
-    return JsonResponse({"detail": "Not found."}, status=404)
+def order_serializer_for(user: AbstractBaseUser, *, detail: bool = False) -> type[serializers.Serializer]:
+    """The order shape `user` gets: whole for operators, public for everyone else."""
+    if sees_internals(user):
+        return OrderDetailSerializer if detail else OrderSerializer
+    return PublicOrderDetailSerializer if detail else PublicOrderSerializer
 
 
 class RestaurantListView(generics.ListAPIView):
@@ -104,10 +118,10 @@ def _parse_statuses(raw: str | None) -> list[str]:
 
 
 class OrderListCreateView(generics.ListAPIView):
-    serializer_class = OrderSerializer
     # An order's `items` is a list of objects, which form encodings cannot carry: JSON only (the schema
     # then offers only JSON too, and a form body gets 415).
     parser_classes = [JSONParser]
+    throttle_classes = [OrderCreateThrottle]  # POST only
 
     def get_queryset(self) -> QuerySet[Order]:
         statuses = _parse_statuses(self.request.query_params.get("status"))
@@ -115,6 +129,9 @@ class OrderListCreateView(generics.ListAPIView):
         filters = OrderQuerySerializer(data=self.request.query_params.dict())
         filters.is_valid(raise_exception=True)
         return selectors.order_list(user=self.request.user, statuses=statuses, **filters.validated_data)
+
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        return order_serializer_for(self.request.user)
 
     @extend_schema(
         parameters=[
@@ -128,7 +145,7 @@ class OrderListCreateView(generics.ListAPIView):
             OrderQuerySerializer,
         ],
         responses={
-            200: OrderSerializer,
+            200: ORDER_FOR_USER,
             **errors(400, 401),
             404: OpenApiResponse(ErrorSerializer, description="No such page."),
         },
@@ -136,7 +153,9 @@ class OrderListCreateView(generics.ListAPIView):
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=OrderCreateSerializer, responses={201: OrderSerializer, **errors(400, 401)})
+    @extend_schema(
+        request=OrderCreateSerializer, responses={201: ORDER_FOR_USER, **errors(400, 401), 429: TOO_MANY}
+    )
     def post(self, request: Request) -> Response:
         serializer = OrderCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -150,16 +169,17 @@ class OrderListCreateView(generics.ListAPIView):
             eta=data.get("eta"),
         )
         order = selectors.order_list(user=request.user).get(pk=order.pk)
-        return Response(OrderSerializer(order).data, status=status.HTTP_201_CREATED)
+        return Response(order_serializer_for(request.user)(order).data, status=status.HTTP_201_CREATED)
 
 
 class OrderDetailView(generics.RetrieveAPIView):
-    serializer_class = OrderDetailSerializer
-
     def get_queryset(self) -> QuerySet[Order]:
         return selectors.order_detail_queryset(user=self.request.user)
 
-    @extend_schema(responses={200: OrderDetailSerializer, **errors(401, 404)})
+    def get_serializer_class(self) -> type[serializers.Serializer]:
+        return order_serializer_for(self.request.user, detail=True)
+
+    @extend_schema(responses={200: ORDER_DETAIL_FOR_USER, **errors(401, 404)})
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -172,12 +192,12 @@ class _OrderActionView(APIView):
 
     def respond(self, order: Order) -> Response:
         order = selectors.order_detail_queryset(user=self.request.user).get(pk=order.pk)
-        return Response(OrderDetailSerializer(order).data)
+        return Response(order_serializer_for(self.request.user, detail=True)(order).data)
 
 
 class OrderCancelView(_OrderActionView):
     @extend_schema(
-        request=ReasonSerializer, responses={200: OrderDetailSerializer, **errors(400, 401, 403, 404, 409)}
+        request=ReasonSerializer, responses={200: ORDER_DETAIL_FOR_USER, **errors(400, 401, 403, 404, 409)}
     )
     def post(self, request: Request, pk: int) -> Response:
         order = self.get_order(pk)

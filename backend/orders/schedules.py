@@ -30,6 +30,13 @@ def declared_schedules() -> list[dict[str, Any]]:
             "expire_seconds": settings.ALERT_CHECK_SECONDS * 2,
             "description": "Raise `late` and `stuck` alerts that only the passing of time makes true.",
         },
+        {
+            "name": "Purge expired API tokens",
+            "task": "core.purge_expired_tokens",
+            "every": 3600,
+            "expire_seconds": 3600,
+            "description": "Delete API tokens past their expiry (core/tasks.py).",
+        },
     ]
 
 

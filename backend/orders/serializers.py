@@ -3,12 +3,15 @@
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.fields import JSONCharField, JSONIntegerField
+
 from .alerts import order_promised_at
+from .disclosure import PUBLIC_EVENT_TYPES, public_reason
 from .geo import geocode
 from .models import MAX_QUANTITY, Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
 from .status import OrderStatus
@@ -55,11 +58,22 @@ class BoundedListSchema(OpenApiSerializerFieldExtension):
         return schema
 
 
+class IntegerPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
+    """A primary key that must be a JSON integer: `1.5`, `true` or `"1"` are 400s, not dish 1."""
+
+    default_error_messages = {"incorrect_type": "Expected an integer id, received {data_type}."}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, int) or isinstance(data, bool):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        return super().to_internal_value(data)
+
+
 class OrderItemInputSerializer(serializers.Serializer):
-    dish = serializers.PrimaryKeyRelatedField(
+    dish = IntegerPrimaryKeyRelatedField(
         queryset=Dish.objects.filter(is_active=True, restaurant__is_active=True).select_related("restaurant")
     )
-    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    quantity = JSONIntegerField(min_value=1, max_value=MAX_QUANTITY)
 
     class Meta:
         list_serializer_class = BoundedListSerializer
@@ -67,7 +81,7 @@ class OrderItemInputSerializer(serializers.Serializer):
 
 class OrderCreateSerializer(serializers.Serializer):
     items = OrderItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
-    delivery_address = serializers.CharField(max_length=300, trim_whitespace=True)
+    delivery_address = JSONCharField(max_length=300, trim_whitespace=True)
     eta = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,12 +97,12 @@ class OrderCreateSerializer(serializers.Serializer):
 
 
 class ReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason = JSONCharField(max_length=500, required=False, allow_blank=True, default="")
 
 
 class OverrideSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=OrderStatus.choices)
-    reason = serializers.CharField(max_length=500)
+    reason = JSONCharField(max_length=500)
 
 
 class OrderItemSerializer(serializers.ModelSerializer):
@@ -174,7 +188,7 @@ class AlertQuerySerializer(serializers.Serializer):
 
 
 class AcknowledgeSerializer(serializers.Serializer):
-    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+    note = JSONCharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class OrderQuerySerializer(serializers.Serializer):
@@ -192,14 +206,23 @@ class OrderQuerySerializer(serializers.Serializer):
     courier = serializers.IntegerField(min_value=1, required=False, help_text="Carried by this courier.")
 
 
-class OrderSerializer(serializers.ModelSerializer):
+class PromisedAtMixin(serializers.Serializer):
+    """An order's `promised_at`, in both of its shapes."""
+
+    promised_at = serializers.SerializerMethodField(
+        help_text="The ETA, or placed + the kitchens' (or the global) SLA: when the order is late after."
+    )
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_promised_at(self, order: Order) -> str:
+        return order_promised_at(order).isoformat()
+
+
+class OrderSerializer(PromisedAtMixin, serializers.ModelSerializer):
     items = OrderItemSerializer(many=True, read_only=True)
     legs = LegSerializer(many=True, read_only=True)
     courier = CourierSerializer(read_only=True, allow_null=True)
     alerts = OrderAlertSerializer(source="open_alerts", many=True, read_only=True)
-    promised_at = serializers.SerializerMethodField(
-        help_text="The ETA, or placed + the kitchens' (or the global) SLA: when the order is late after."
-    )
 
     class Meta:
         model = Order
@@ -218,10 +241,6 @@ class OrderSerializer(serializers.ModelSerializer):
             "legs",
             "alerts",
         ]
-
-    @extend_schema_field(OpenApiTypes.DATETIME)
-    def get_promised_at(self, order: Order) -> str:
-        return order_promised_at(order).isoformat()
 
 
 class OrderEventSerializer(serializers.ModelSerializer):
@@ -260,6 +279,96 @@ class OrderDetailSerializer(OrderSerializer):
         fields = [*OrderSerializer.Meta.fields, "events"]
 
 
+# --- the public shape: what customers and couriers get (orders.disclosure) -------------------------------
+
+
+class PublicModelSerializer(serializers.ModelSerializer):
+    """An allow-list of a model's fields for customers and couriers. New fields stay internal until
+    listed here; the schema documents these objects as closed (`additionalProperties: false`)."""
+
+
+class ClosedSchema(OpenApiSerializerExtension):
+    """`additionalProperties: false` on public objects. The schema tells the shapes apart by it: a full
+    order is no valid public order (it has more), and a public order is no valid full one (it lacks the
+    internals, which are required there), so `oneOf: [Order, PublicOrder]` matches exactly one."""
+
+    target_class = PublicModelSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        # As the base extension does (drf-spectacular's documented way to augment the default mapping).
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        return {**schema, "additionalProperties": False}
+
+
+class PublicCourierSerializer(PublicModelSerializer):
+    """The courier's name and position: no phone (the delivery provider's personal data of its driver;
+    the tracking page does not call couriers)."""
+
+    class Meta:
+        model = Courier
+        fields = ["id", "name", "lat", "lng", "location_at"]
+
+
+class PublicOrderSerializer(PromisedAtMixin, PublicModelSerializer):
+    """An order as its customer and its courier see it: no provider legs, failure text or alerts. A failed
+    order's cause stays with operators; its status says that it failed."""
+
+    items = OrderItemSerializer(many=True, read_only=True)
+    courier = PublicCourierSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "status",
+            "total",
+            "delivery_address",
+            "eta",
+            "promised_at",
+            "courier",
+            "created_at",
+            "updated_at",
+            "items",
+        ]
+
+
+class PublicOrderEventSerializer(PublicModelSerializer):
+    """A step of an order's history as its customer sees it: status changes, without who, how or the
+    provider's words."""
+
+    type = serializers.ChoiceField(
+        choices=[(value, label) for value, label in OrderEvent.Type.choices if value in PUBLIC_EVENT_TYPES],
+        read_only=True,
+    )
+    reason = serializers.SerializerMethodField(
+        help_text="The customer's own words when they cancelled; empty otherwise."
+    )
+
+    class Meta:
+        model = OrderEvent
+        fields = ["seq", "type", "reason", "at"]
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()  # `from` and `to` after `type`, as in OrderEventSerializer
+        ordered = {"seq": fields.pop("seq"), "type": fields.pop("type")}
+        ordered["from"] = serializers.CharField(source="from_status", read_only=True)
+        ordered["to"] = serializers.CharField(source="to_status", read_only=True)
+        return {**ordered, **fields}
+
+    def get_reason(self, event: OrderEvent) -> str:
+        return public_reason(event)
+
+
+class PublicOrderDetailSerializer(PublicOrderSerializer):
+    """A public order with its public history (orders.disclosure.PUBLIC_EVENT_TYPES)."""
+
+    events = PublicOrderEventSerializer(many=True, read_only=True)
+
+    class Meta(PublicOrderSerializer.Meta):
+        fields = [*PublicOrderSerializer.Meta.fields, "events"]
+
+
 class ThroughputQuerySerializer(serializers.Serializer):
     minutes = serializers.IntegerField(
         min_value=1, max_value=240, default=60, help_text="The last this many minutes, 1 to 240."
@@ -270,10 +379,6 @@ class ThroughputSerializer(serializers.Serializer):
     minute = serializers.DateTimeField()
     created = serializers.IntegerField()
     delivered = serializers.IntegerField()
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField(read_only=True)
 
 
 # --- error answers, for the schema: what clients get instead of the success body -------------------

@@ -14,7 +14,4 @@ urlpatterns = [
     path("orders/<int:pk>/override/", api.OrderOverrideView.as_view(), name="order-override"),
     path("alerts/", api.AlertListView.as_view(), name="alert-list"),
     path("alerts/<int:pk>/acknowledge/", api.AlertAcknowledgeView.as_view(), name="alert-acknowledge"),
-    path("auth/token/", api.TokenView.as_view(), name="token"),
-    # Last: any other path. Only with a trailing slash, so APPEND_SLASH still redirects `/api/orders`.
-    path("<path:unknown>/", api.not_found),
 ]

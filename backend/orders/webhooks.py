@@ -2,8 +2,8 @@
 
 import hashlib
 import hmac
-import json
 import logging
+import math
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
@@ -11,12 +11,17 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from core import limits, parsers
+from core.throttles import client_ip
+
 from . import polling, selectors
 from .providers import ProviderOrder
 from .status import UnknownProviderStatus, map_provider_status
 
 logger = logging.getLogger(__name__)
 
+# A webhook is small. The web process has already refused bodies over MAX_REQUEST_BYTES before Django
+# read them (core.serve, core.asgi_limits); this tighter limit applies to what gets this far.
 MAX_BODY_BYTES = 16 * 1024
 
 
@@ -32,6 +37,13 @@ def signature_of(body: bytes, secret: str) -> str:
 @require_POST
 def bueno_webhook(request: HttpRequest) -> JsonResponse:
     """Bueno POSTs {id, status, at, event_id} signed with HMAC-SHA256 in X-Bueno-Signature."""
+    retry_after = limits.hit(
+        "webhook", client_ip(request), limits.parse_rate(settings.THROTTLE_WEBHOOK_PER_SOURCE)
+    )
+    if retry_after is not None:
+        response = _error("too many webhook calls", 429)
+        response["Retry-After"] = str(math.ceil(retry_after))
+        return response
     body = request.body
     if len(body) > MAX_BODY_BYTES:
         return _error("body too large", 413)
@@ -42,9 +54,9 @@ def bueno_webhook(request: HttpRequest) -> JsonResponse:
         logger.warning("Bueno webhook with a bad signature refused")
         return _error("bad signature", 401)
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error("body is not JSON", 400)
+        payload = parsers.loads(body)
+    except parsers.BadJSON as error:
+        return _error(f"body is not JSON: {error}", 400)
     if not isinstance(payload, dict) or not all(
         isinstance(payload.get(key), str) for key in ("id", "status")
     ):

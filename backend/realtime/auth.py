@@ -1,27 +1,30 @@
-"""Who is on the other end of a WebSocket: a browser session, or a token (`?token=` or Authorization)."""
+"""Who is on the other end of a WebSocket, and whether a browser may open it from where it is.
 
+A socket authenticates with one of:
+- a ticket, `?ticket=` (realtime.tickets): short-lived and single-use, for clients that hold an API token;
+- an API token in the `Authorization: Token <token>` header (clients that can set headers);
+- the browser's session cookie (the dashboard and the tracking page).
+A token in the URL (`?token=`) is refused: URLs end up in logs and browser histories.
+"""
+
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
-from channels.security.websocket import OriginValidator
+from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
-from rest_framework.authtoken.models import Token
+from django.http.request import split_domain_port, validate_host
+from knox.auth import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
+from . import tickets
 
-def token_from_scope(scope: dict[str, Any]) -> str | None:
-    query = parse_qs(scope.get("query_string", b"").decode("latin1"))
-    if query.get("token"):
-        return query["token"][0]
-    for name, value in scope.get("headers", []):
-        if name == b"authorization":
-            kind, _, credentials = value.decode("latin1").partition(" ")
-            if kind.lower() in {"token", "bearer"} and credentials:
-                return credentials.strip()
-    return None
+logger = logging.getLogger(__name__)
 
 
 def in_thread_pool(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -36,35 +39,97 @@ def in_thread_pool(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
 
 
 @in_thread_pool
-def user_for_token(key: str) -> Any:
-    token = Token.objects.select_related("user").filter(key=key[:40]).first()
-    if token is None or not token.user.is_active:
+def user_for_token(token: str) -> Any:
+    try:
+        user, _ = TokenAuthentication().authenticate_credentials(token.encode())
+    except (AuthenticationFailed, UnicodeError):
         return AnonymousUser()
-    return token.user
+    return user
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """A token, when given, decides the user (an invalid one means anonymous, not the session's user)."""
+@in_thread_pool
+def user_for_ticket(ticket: str) -> Any:
+    user_id = tickets.redeem(ticket)
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first() if user_id else None
+    return user or AnonymousUser()
+
+
+def header_token(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            kind, _, credentials = value.decode("latin1").partition(" ")
+            if kind.lower() == "token" and credentials.strip():
+                return credentials.strip()
+    return None
+
+
+class WebSocketAuthMiddleware(BaseMiddleware):
+    """A ticket or a token, when given, decides the user (an invalid one means anonymous, not the session's
+    user); otherwise the session (channels' AuthMiddlewareStack, around this) does."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        key = token_from_scope(scope)
-        if key is not None:
-            scope = {**scope, "user": await user_for_token(key)}
+        query = parse_qs(scope.get("query_string", b"").decode("latin1"))
+        if "token" in query:
+            logger.info("WebSocket with a token in its URL refused (%s)", scope.get("path"))
+            scope = {**scope, "user": AnonymousUser()}
+        elif "ticket" in query:
+            scope = {**scope, "user": await user_for_ticket(query["ticket"][0])}
+        elif (token := header_token(scope)) is not None:
+            scope = {**scope, "user": await user_for_token(token)}
         return await super().__call__(scope, receive, send)
 
 
-class BrowserOriginValidator(OriginValidator):
-    """Browsers always send Origin on a WebSocket handshake: when present it must be one of ours.
+class BrowserOriginValidator:
+    """Browsers always send Origin on a WebSocket handshake: when present it must be this site (same scheme,
+    host and port as the socket) or one of CSRF_TRUSTED_ORIGINS, as Django's CSRF check does for forms.
 
-    Courier apps are not browsers and send none; they authenticate with a token instead of a cookie,
+    Clients that are not browsers send none; they authenticate with a ticket or a header, never a cookie,
     so cross-site WebSocket hijacking does not apply to them.
     """
 
     def __init__(self, application: Any) -> None:
-        hosts = list(settings.ALLOWED_HOSTS)
-        if settings.DEBUG and not hosts:
-            hosts = [".localhost", "127.0.0.1", "[::1]"]
-        super().__init__(application, hosts)
+        self.application = application
 
-    def valid_origin(self, parsed_origin: Any) -> bool:
-        return parsed_origin is None or self.validate_origin(parsed_origin)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        origin = dict(scope.get("headers", [])).get(b"origin")
+        if origin is not None and not origin_allowed(scope, origin.decode("latin1")):
+            logger.info("WebSocket from origin %r refused", origin[:100])
+            return await WebsocketDenier()(scope, receive, send)  # a 403 to the handshake
+        return await self.application(scope, receive, send)
+
+
+def origin_allowed(scope: dict[str, Any], origin: str) -> bool:
+    origin = origin.strip().lower()
+    parts = urlsplit(origin)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        return False
+    if origin in _trusted_origins():
+        return True
+    if any(
+        origin.startswith(f"{parts.scheme}://") and _wildcard_match(parts.netloc, pattern)
+        for pattern in _trusted_wildcards(parts.scheme)
+    ):
+        return True
+    host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin1").lower()
+    domain, _ = split_domain_port(host)
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    allowed_hosts = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+    return bool(domain) and validate_host(domain, allowed_hosts) and origin == f"{scheme}://{host}"
+
+
+def _trusted_origins() -> set[str]:
+    return {origin.lower() for origin in settings.CSRF_TRUSTED_ORIGINS if "*" not in origin}
+
+
+def _trusted_wildcards(scheme: str) -> list[str]:
+    """`https://*.example.com` entries, as the netloc patterns `.example.com` for that scheme."""
+    prefix = f"{scheme}://*"
+    return [
+        origin.lower()[len(prefix) :]
+        for origin in settings.CSRF_TRUSTED_ORIGINS
+        if origin.lower().startswith(prefix)
+    ]
+
+
+def _wildcard_match(netloc: str, pattern: str) -> bool:
+    return netloc.endswith(pattern) and len(netloc) > len(pattern)

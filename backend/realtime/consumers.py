@@ -6,7 +6,13 @@ Protocol (all frames JSON text):
   server → {"type": "locations", "couriers": [{"id", "name", "lat", "lng", "at"}]}
   server → {"type": "error", "code": ..., "error": ...}; {"type": "pong"}
   client → {"type": "resume", "after": seq} | {"type": "ping"} | {"type": "location", "lat", "lng"} (couriers)
-Connecting with `?after=<seq>` resumes instead of taking a snapshot.
+Connecting with `?after=<seq>` resumes instead of taking a snapshot. Sign in with `?ticket=`, an
+`Authorization: Token` header or the session (realtime.auth). Close codes: 4401 not signed in, 4403 not
+allowed, 4429 over the frame rate or the user's socket cap, 4503 reconnect with `?after=`.
+
+Shapes (orders.disclosure): /ws/operators/ carries orders and events whole; /ws/orders/<id>/ and
+/ws/couriers/ the public shape and only the public events, even for staff (the shape follows the stream,
+as it follows the group in realtime.broadcast). Their seqs have gaps where events are not shown.
 
 Ordering: events reach every client in seq order, each once. The relay (orders.relay) releases them in
 seq order only up to its high-water mark, below which every seq is committed or will never exist;
@@ -14,10 +20,12 @@ snapshots are taken at the mark and resumes replay up to it, so a client that re
 seq it holds can never skip an event that committed late.
 """
 
+import asyncio
 import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,18 +37,21 @@ from django.conf import settings
 from django.db.models import QuerySet, prefetch_related_objects
 
 from orders import relay, selectors, services
+from orders.disclosure import PUBLIC_EVENT_TYPES
 from orders.models import Courier, Order, OrderEvent
 from orders.status import ACTIVE
 
-from . import broadcast, hub, payloads
+from . import broadcast, caps, hub, payloads
 from .auth import in_thread_pool
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_RATE_LIMITED = 4429  # too many frames from this client, or too many sockets of this user
 CLOSE_RESUME = 4503  # unavailable for a moment: reconnect with ?after=<last seq>, the gap is replayed
 REPLAY_FRAME_EVENTS = 200
+RESUME_COST = 5  # a resume reads the database: it counts as this many frames against the rate
 MAX_SEQ = 2**63 - 1  # OrderEvent.seq is a bigint
 
 
@@ -67,6 +78,7 @@ class Stream:
     only_active: bool = True
     board: bool = False  # the operators' board: active orders, open alerts, today's finished ones
     share_key: str = ""  # streams with the same key see the same orders and may share a snapshot
+    full: bool = False  # orders and events whole (operators); else their public shape and events
     order_seqs: dict[int, int] = field(default_factory=dict)
 
     def snapshot(self) -> Snapshot:
@@ -89,6 +101,8 @@ class Stream:
             payloads.order_payload(order, seq=order.last_seq or 0)
             for order in selectors.with_stream_details(orders)
         ]
+        if not self.full:
+            rows = [payloads.public_order_payload(row) for row in rows]
         texts = payloads.snapshot_frames(seq, [payloads.dumps(row) for row in rows])
         return Snapshot(seq, texts, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
@@ -98,11 +112,10 @@ class Stream:
         Events above the mark are not replayed: they reach the client live, in seq order, once released.
         """
         upto = relay.released_seq()
-        events = list(
-            OrderEvent.objects.filter(seq__gt=after, seq__lte=upto, order__in=self.visible()).order_by("seq")[
-                : limit + 1
-            ]
-        )
+        events = OrderEvent.objects.filter(seq__gt=after, seq__lte=upto, order__in=self.visible())
+        if not self.full:
+            events = events.filter(type__in=PUBLIC_EVENT_TYPES)
+        events = list(events.order_by("seq")[: limit + 1])
         if len(events) > limit:
             return None
         prefetch_related_objects(events, "alert__acknowledged_by")  # alert events carry their alert
@@ -113,15 +126,14 @@ class Stream:
             )
         }
         return upto, [
-            (
-                event.seq,
-                event.order_id,
-                payloads.dumps(
-                    payloads.event_payload(event, payloads.order_payload(orders[event.order_id], event.seq))
-                ),
-            )
-            for event in events
+            (event.seq, event.order_id, self._render(event, orders[event.order_id])) for event in events
         ]
+
+    def _render(self, event: OrderEvent, order: Order) -> str:
+        full = payloads.order_payload(order, event.seq)
+        if self.full:
+            return payloads.dumps(payloads.event_payload(event, full))
+        return payloads.dumps(payloads.public_event_payload(event, payloads.public_order_payload(full)))
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -135,6 +147,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     """
 
     stream: Stream | None = None
+    open = False
 
     # --- connection ---------------------------------------------------------------------------------------
 
@@ -143,11 +156,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self._refuse(CLOSE_UNAUTHENTICATED)
             return
-        self.stream = await in_thread_pool(self.authorize)(user)
+        self.socket_id = uuid.uuid4().hex
+        self.stream, admitted = await in_thread_pool(self._admit)(user)
         if self.stream is None:
             await self._refuse(CLOSE_FORBIDDEN)
             return
+        if not admitted:
+            self.stream = None
+            logger.info("%s is over REALTIME_SOCKETS_PER_USER: socket refused", user)
+            await self._refuse(CLOSE_RATE_LIMITED)
+            return
+        caps.ensure_renewer()
         self.user = user
+        self.allowance = float(settings.REALTIME_FRAME_BURST)  # frames this client may send right now
+        self.allowance_at = time.monotonic()
+        self.warned = False
         self.high = 0  # the highest seq this client holds, from a snapshot, a replay or a batch
         self.filter_upto = 0  # a batch starting above this seq holds nothing the client has
         self.live = False
@@ -170,10 +193,16 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.close(code=code)
 
+    def _admit(self, user: Any) -> tuple[Stream | None, bool]:
+        """What this user may see, and whether they may open one more socket (REALTIME_SOCKETS_PER_USER)."""
+        stream = self.authorize(user)
+        return stream, stream is not None and caps.claim(user.pk, self.socket_id)
+
     async def disconnect(self, code: int) -> None:
         if self.stream is None:
             return
         self.open = False
+        await asyncio.to_thread(caps.release, self.user.pk, self.socket_id)
         fanout = hub.hub()
         try:
             for group in self.stream.groups:
@@ -297,6 +326,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
     # --- frames from the client ---------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.open:
+            return  # closed (rate limit, layer interruption): frames still queued are not worth any work
+        if not await self._within_rate(text_data):
+            return
         if text_data is None:
             await self._error("binary_frame", "Only JSON text frames are accepted.")
             return
@@ -322,6 +355,34 @@ class LiveConsumer(AsyncWebsocketConsumer):
         except Exception:  # a bug in one handler must not end the connection
             logger.exception("Error handling a %s frame from %s", frame["type"], self.user)
             await self._error("internal_error", "The frame could not be handled.")
+
+    async def _within_rate(self, text_data: str | None) -> bool:
+        """A token bucket per socket: REALTIME_FRAMES_PER_SECOND on average, REALTIME_FRAME_BURST at once; a
+        resume (a database read) costs RESUME_COST frames. Over it the frame is dropped with one
+        `rate_limited` error; over it again before the bucket has filled up, the socket is closed (4429)."""
+        now = time.monotonic()
+        burst = settings.REALTIME_FRAME_BURST
+        self.allowance = min(
+            burst, self.allowance + (now - self.allowance_at) * settings.REALTIME_FRAMES_PER_SECOND
+        )
+        self.allowance_at = now
+        cost = RESUME_COST if text_data and '"resume"' in text_data else 1
+        if self.allowance >= cost:
+            self.allowance -= cost
+            if self.allowance >= burst - 1:
+                self.warned = False  # calm again: the next excess is warned about once more
+            return True
+        if not self.warned:
+            self.warned = True
+            rate = settings.REALTIME_FRAMES_PER_SECOND
+            await self._error(
+                "rate_limited", f"Over {rate:g} frames per second: slow down or be disconnected."
+            )
+            return False
+        logger.info("Closing the socket of %s: it kept sending over the frame rate", self.user)
+        self.open = False
+        await self.close(code=CLOSE_RATE_LIMITED)
+        return False
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None]]]:
         return {"resume": self._on_resume, "ping": self._on_ping}
@@ -351,7 +412,11 @@ class OperatorsConsumer(LiveConsumer):
         if not user.is_staff:
             return None
         return Stream(
-            groups=[broadcast.OPERATORS], visible=Order.objects.all, board=True, share_key="operators"
+            groups=[broadcast.OPERATORS],
+            visible=Order.objects.all,
+            board=True,
+            share_key="operators",
+            full=True,
         )
 
 
@@ -394,7 +459,8 @@ class CourierConsumer(LiveConsumer):
 
 
 class OrderConsumer(LiveConsumer):
-    """/ws/orders/<id>/: the order's customer (or staff) follows one order, finished or not."""
+    """/ws/orders/<id>/: the order's customer (or staff) follows one order, finished or not, in its
+    public shape (staff included: operators follow orders whole on /ws/operators/)."""
 
     def authorize(self, user: Any) -> Stream | None:
         order_id = self.scope["url_route"]["kwargs"]["order_id"]

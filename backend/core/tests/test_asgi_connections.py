@@ -13,8 +13,8 @@ import httpx
 import psutil
 import pytest
 import websockets
-from rest_framework.authtoken.models import Token
 
+from orders.tests import factories
 from realtime.tests.conftest import daphne_env, start_daphne, stop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -26,7 +26,12 @@ SOCKETS = 100
 
 @pytest.fixture
 def web(tmp_path, unused_tcp_port):
-    process = start_daphne(daphne_env(DB_CONN_MAX_AGE="60"), unused_tcp_port, tmp_path / "web.log")
+    env = daphne_env(
+        DB_CONN_MAX_AGE="60",
+        # The burst opens SOCKETS sockets of one operator at once: no per-user socket cap
+        REALTIME_SOCKETS_PER_USER="0",
+    )
+    process = start_daphne(env, unused_tcp_port, tmp_path / "web.log")
     yield process, unused_tcp_port
     stop(process)
 
@@ -38,18 +43,20 @@ def database_connections(pid: int) -> int:
 
 def test_requests_and_a_socket_burst_leave_no_connections_behind(web, operator):
     process, port = web
-    token = Token.objects.create(user=operator).key
+    token = factories.token_for(operator)
+    authorization = {"Authorization": f"Token {token}"}
 
     async def hammer() -> None:
-        base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Token {token}"}
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=base, headers=authorization, timeout=30) as client:
             for _ in range(ROUNDS):
                 answers = await asyncio.gather(*(client.get("/api/orders/") for _ in range(CONCURRENT)))
                 assert [answer.status_code for answer in answers] == [200] * CONCURRENT
 
     async def burst() -> list[str]:
         async def one() -> str:
-            async with websockets.connect(f"ws://127.0.0.1:{port}/ws/operators/?token={token}") as socket:
+            url = f"ws://127.0.0.1:{port}/ws/operators/"
+            async with websockets.connect(url, additional_headers=authorization) as socket:
                 return (await asyncio.wait_for(socket.recv(), 30))[:20]
 
         return await asyncio.gather(*(one() for _ in range(SOCKETS)))

@@ -2,7 +2,7 @@
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 
 from orders import services
 from orders.models import Courier, Dish, Order, Restaurant
@@ -15,7 +15,8 @@ def make_user(username: str, *, is_staff: bool = False) -> AbstractBaseUser:
 
 
 def token_for(user: AbstractBaseUser) -> str:
-    return Token.objects.get_or_create(user=user)[0].key
+    """A new API token for `user` (knox keeps only its hash: this is the one chance to read it)."""
+    return AuthToken.objects.create(user=user)[1]
 
 
 def make_courier(username: str = "courier") -> Courier:

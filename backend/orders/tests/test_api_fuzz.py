@@ -12,6 +12,7 @@ Hypothesis is derandomized with no example database, so a run is the same every 
 
 import pytest
 import schemathesis
+from django.contrib.auth import get_user_model
 from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, settings
 from schemathesis.core.parameters import ParameterLocation
@@ -27,6 +28,7 @@ schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 # "A schema-valid request is accepted" cannot hold where validity depends on the database, which a schema
 # cannot say: a token needs a real user's password; an order needs ids of active dishes, each once, and
 # an ETA in the future. Those get a documented 400, checked by every other check.
+USERNAMES = {"operator": "olena", "customer": "alice"}  # backend/conftest.py
 STATE_DEPENDENT_INPUT = {"POST /api/auth/token/", "POST /api/orders/"}
 
 
@@ -92,7 +94,11 @@ def aim_at_real_rows(case) -> None:
 def test_api_conforms_to_its_schema(case, tokens, role):
     aim_at_real_rows(case)
     excluded = [positive_data_acceptance] if case.operation.label in STATE_DEPENDENT_INPUT else []
-    case.call_and_validate(headers={"Authorization": f"Token {tokens[role]}"}, excluded_checks=excluded)
+    token = tokens[role]
+    if case.operation.path.startswith("/api/auth/logout"):
+        # A logout revokes its token: each example gets a fresh one, so each is a real logout.
+        token = factories.token_for(get_user_model().objects.get(username=USERNAMES[role]))
+    case.call_and_validate(headers={"Authorization": f"Token {token}"}, excluded_checks=excluded)
 
 
 # --- what the fuzzing found, pinned one by one ------------------------------------------------------------
@@ -143,8 +149,15 @@ class TestFindings:
     def test_the_schema_documents_every_answer(self, api):
         document = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
         create = document["paths"]["/api/orders/"]["post"]
-        assert set(create["responses"]) == {"201", "400", "401"}
+        assert set(create["responses"]) == {"201", "400", "401", "429"}  # 429: THROTTLE_ORDER_CREATE_PER_USER
         assert set(create["requestBody"]["content"]) == {"application/json"}
+        sign_in = document["paths"]["/api/auth/token/"]["post"]
+        assert set(sign_in["responses"]) == {"200", "400", "429"}
+        assert set(sign_in["requestBody"]["content"]) == {"application/json"}
+        answer = sign_in["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+        assert set(document["components"]["schemas"][answer]["properties"]) == {"token", "expiry"}
+        for path in ("/api/auth/logout/", "/api/auth/logout-all/"):
+            assert set(document["paths"][path]["post"]["responses"]) == {"204", "401"}
         items = document["components"]["schemas"]["OrderCreateRequest"]["properties"]["items"]
         assert (items["minItems"], items["maxItems"]) == (1, 100)
         assert set(document["paths"]["/api/orders/{id}/cancel/"]["post"]["responses"]) == {

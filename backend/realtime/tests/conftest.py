@@ -132,15 +132,20 @@ def daphne_env(**extra: str) -> dict[str, str]:
         "DATABASE_URL": test_database_url(),
         "PYTHONPATH": os.pathsep.join([str(REPO / "backend"), str(REPO)]),
         "CHANNEL_LAYER_PREFIX": django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        "LIMITS_KEY_PREFIX": django_settings.LIMITS_KEY_PREFIX,  # this test's (backend/conftest.py)
         **extra,
     }
 
 
-def start_daphne(env: dict[str, str], port: int, log_path: Path, describe=None) -> subprocess.Popen:
-    """daphne on 127.0.0.1:`port`, returned once /healthz answers 200 (fails with its log otherwise)."""
+def start_daphne(
+    env: dict[str, str], port: int, log_path: Path, describe=None, module: str = "core.serve"
+) -> subprocess.Popen:
+    """The web process as the Procfile starts it (core.serve: daphne with its body limit; `module="daphne"`
+    for daphne itself) on 127.0.0.1:`port`, returned once /healthz answers 200 (fails with its log
+    otherwise)."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "core.asgi:application"],
+            [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), "core.asgi:application"],
             cwd=REPO,
             env=env,
             stdout=log,

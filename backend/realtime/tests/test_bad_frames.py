@@ -67,7 +67,14 @@ class Web:
 def web(tmp_path, unused_tcp_port):
     # REALTIME_SNAPSHOT_SHARE_SECONDS as deployed (1 s): a fresh daphne per test shares nothing stale
     # A client may send a location every time: the rate limit is tested in test_consumers.py.
-    env = daphne_env(REALTIME_LOCATION_MIN_INTERVAL_SECONDS="0")
+    env = daphne_env(
+        REALTIME_LOCATION_MIN_INTERVAL_SECONDS="0",
+        # The bad-frames tests send dozens of frames back to back on one socket, to see each answered:
+        # no frame rate here. The burst holds ~70 sockets of each of three users at once: no socket cap.
+        REALTIME_FRAMES_PER_SECOND="1000",
+        REALTIME_FRAME_BURST="1000",
+        REALTIME_SOCKETS_PER_USER="0",
+    )
     log = tmp_path / "web.log"
     process = start_daphne(env, unused_tcp_port, log)
     yield Web(unused_tcp_port, log, process.pid)
@@ -89,8 +96,8 @@ class Client:
     reader: asyncio.Task | None = None
 
     @classmethod
-    async def connect(cls, name: str, url: str) -> "Client":
-        ws = await websockets.connect(url, ping_interval=None, max_size=None)
+    async def connect(cls, name: str, endpoint: "Endpoint") -> "Client":
+        ws = await endpoint.connect(max_size=None)
         snapshot = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
         assert snapshot["type"] == "snapshot", snapshot
         client = cls(name, ws, snapshot_seq=snapshot["seq"])
@@ -185,6 +192,23 @@ def cases_for(kind: str) -> list[tuple[str, str | bytes, str]]:
     return BAD_FRAMES + [(what, text, location_code) for what, text in LOCATION_FRAMES]
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """A socket's URL and the token it signs in with (the Authorization header: never in the URL)."""
+
+    url: str
+    token: str
+
+    @property
+    def authorization(self) -> str:
+        return f"Token {self.token}"
+
+    async def connect(self, **options) -> websockets.ClientConnection:
+        return await websockets.connect(
+            self.url, additional_headers={"Authorization": self.authorization}, ping_interval=None, **options
+        )
+
+
 @dataclass
 class World:
     order_id: int
@@ -193,11 +217,11 @@ class World:
     courier_token: str
     operator: object
 
-    def urls(self, base: str) -> dict[str, str]:
+    def urls(self, base: str) -> dict[str, Endpoint]:
         return {
-            "operators": f"{base}/ws/operators/?token={self.operator_token}",
-            "couriers": f"{base}/ws/couriers/?token={self.courier_token}",
-            "order": f"{base}/ws/orders/{self.order_id}/?token={self.customer_token}",
+            "operators": Endpoint(f"{base}/ws/operators/", self.operator_token),
+            "couriers": Endpoint(f"{base}/ws/couriers/", self.courier_token),
+            "order": Endpoint(f"{base}/ws/orders/{self.order_id}/", self.customer_token),
         }
 
 
@@ -275,14 +299,16 @@ def assert_clean_log(web: Web) -> None:
 # --- raw frames the websockets client will not send -------------------------------------------------------
 
 
-async def raw_socket(web: Web, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def raw_socket(web: Web, endpoint: Endpoint) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A WebSocket opened by hand (RFC 6455 handshake), to send frames no client library would."""
     reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
     key = base64.b64encode(os.urandom(16)).decode()
+    path = endpoint.url.removeprefix(web.ws)
     writer.write(
         (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: {endpoint.authorization}\r\n\r\n"
         ).encode()
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
@@ -373,7 +399,7 @@ def test_frames_the_server_cannot_take_end_the_connection_and_others_go_on(
         publisher = Publisher(world)
         await publisher.publish()
         for kind, url in urls.items():
-            reader, writer = await raw_socket(web, url.removeprefix(web.ws))
+            reader, writer = await raw_socket(web, url)
             try:
                 writer.write(client_frame(opcode, payload))
                 await writer.drain()
@@ -408,9 +434,9 @@ EVENTS_PER_WAVE = 10
 MAX_GROWTH_BYTES = 20 * 1024 * 1024
 
 
-async def arrive(url: str, gate: asyncio.Semaphore) -> websockets.ClientConnection:
+async def arrive(endpoint: Endpoint, gate: asyncio.Semaphore) -> websockets.ClientConnection:
     async with gate:
-        return await websockets.connect(url, ping_interval=None, open_timeout=30)
+        return await endpoint.connect(open_timeout=30)
 
 
 async def leave(ws: websockets.ClientConnection, index: int) -> None:

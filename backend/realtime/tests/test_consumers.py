@@ -9,12 +9,13 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 from django.utils import timezone
+from knox.models import AuthToken
 
 from core.asgi import application
 from orders import alerts, services
 from orders.models import Courier, Leg, Order
 from orders.tests import factories
-from realtime import consumers, payloads
+from realtime import consumers, payloads, tickets
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.usefixtures("relay")]
 TIMEOUT = 3
@@ -28,14 +29,15 @@ def run(scenario):
 async def socket(
     path: str, user=None, token: str | None = None, origin: bytes | None = None
 ) -> WebsocketCommunicator:
+    """A socket signed in as `user` (a new token of theirs) or with `token`, both in the Authorization
+    header: a token in the URL is refused (TestWhoMayConnect)."""
     headers = []
     if user is not None:
-        key = await database_sync_to_async(factories.token_for)(user)
-        headers.append((b"authorization", f"Token {key}".encode()))
+        token = await database_sync_to_async(factories.token_for)(user)
+    if token is not None:
+        headers.append((b"authorization", f"Token {token}".encode()))
     if origin is not None:
         headers.append((b"origin", origin))
-    if token is not None:
-        path += ("&" if "?" in path else "?") + f"token={token}"
     return WebsocketCommunicator(application, path, headers=headers)
 
 
@@ -108,7 +110,7 @@ class TestWhoMayConnect:
 
         run(scenario)
 
-    def test_own_origin_and_query_token_are_accepted(self, world, operator):
+    def test_own_origin_and_header_token_are_accepted(self, world, operator):
         async def scenario():
             key = await database_sync_to_async(factories.token_for)(operator)
             communicator = await socket("/ws/operators/", token=key, origin=b"http://localhost:8000")
@@ -116,6 +118,37 @@ class TestWhoMayConnect:
             assert connected
             assert (await frame(communicator))["type"] == "snapshot"
             await communicator.disconnect()
+
+        run(scenario)
+
+    def test_token_in_the_url_is_refused_even_when_valid(self, world, operator):
+        async def scenario():
+            key = await database_sync_to_async(factories.token_for)(operator)
+            communicator = WebsocketCommunicator(application, f"/ws/operators/?token={key}")
+            assert await closed_with(communicator) == 4401
+
+        run(scenario)
+
+    def test_expired_token_is_4401(self, world, operator):
+        async def scenario():
+            key = await database_sync_to_async(factories.token_for)(operator)
+            await database_sync_to_async(AuthToken.objects.filter(user=operator).update)(
+                expiry=timezone.now() - timedelta(seconds=1)
+            )
+            assert await closed_with(await socket("/ws/operators/", token=key)) == 4401
+
+        run(scenario)
+
+    def test_a_ticket_opens_one_socket_once(self, world, operator):
+        async def scenario():
+            ticket = await database_sync_to_async(tickets.issue)(operator.pk)
+            first = WebsocketCommunicator(application, f"/ws/operators/?ticket={ticket}")
+            connected, _ = await first.connect(timeout=TIMEOUT)
+            assert connected
+            assert (await frame(first))["type"] == "snapshot"
+            again = WebsocketCommunicator(application, f"/ws/operators/?ticket={ticket}")
+            assert await closed_with(again) == 4401
+            await first.disconnect()
 
         run(scenario)
 

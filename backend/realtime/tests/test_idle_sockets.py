@@ -23,7 +23,8 @@ IDLE_SECONDS = 7
 
 @pytest.fixture
 def web_process(tmp_path, unused_tcp_port):
-    env = daphne_env(REALTIME_SNAPSHOT_SHARE_SECONDS="1")
+    # SOCKETS sockets of one operator at once: no per-user socket cap
+    env = daphne_env(REALTIME_SNAPSHOT_SHARE_SECONDS="1", REALTIME_SOCKETS_PER_USER="0")
     log = tmp_path / "web.log"
     process = start_daphne(env, unused_tcp_port, log)
     yield f"ws://127.0.0.1:{unused_tcp_port}", log
@@ -34,7 +35,7 @@ def test_idle_sockets_survive_and_all_receive_the_next_event(
     web_process, operator, customer, restaurants, relay
 ):
     base, log = web_process
-    token = factories.token_for(operator)
+    headers = {"Authorization": f"Token {factories.token_for(operator)}"}
     order = factories.make_order(customer, restaurants["melange"])
     leg_id = order.legs.get().pk
     relay.caught_up()
@@ -42,9 +43,8 @@ def test_idle_sockets_survive_and_all_receive_the_next_event(
     async def scenario() -> list[int]:
         sockets = []
         for index in range(SOCKETS):
-            sockets.append(
-                await websockets.connect(f"{base}/ws/operators/?token={token}", ping_interval=None)
-            )
+            url = f"{base}/ws/operators/"
+            sockets.append(await websockets.connect(url, additional_headers=headers, ping_interval=None))
             if index % 50 == 49:
                 await asyncio.sleep(0.05)
         for ws in sockets:
