@@ -13,7 +13,9 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import authenticate
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.signals import user_logged_in
+from django.core.exceptions import PermissionDenied
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox import views as knox_views
 from knox.models import AuthToken
@@ -25,7 +27,7 @@ from rest_framework.views import APIView
 
 from . import limits
 from .fields import JSONCharField
-from .throttles import SignInThrottle
+from .throttles import SignInThrottle, client_ip
 
 logger = logging.getLogger(__name__)
 
@@ -83,21 +85,48 @@ class TokenView(APIView):
         serializer = SignInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         username, password = serializer.validated_data["username"], serializer.validated_data["password"]
-        rate = limits.parse_rate(settings.THROTTLE_SIGNIN_FAILURES_PER_USERNAME)
-        wait = limits.blocked_for(FAILURES, username, rate)
-        if wait is not None:
-            logger.warning("Sign-in refused: too many failures for username %r", username)
-            raise Throttled(wait, detail="Too many failed sign-ins for this username.")
+        request._request.sign_in_address_counted = True  # by SignInThrottle, which also counts bad bodies
         user = authenticate(request._request, username=username, password=password)
         if user is None:
-            limits.hit(FAILURES, username, rate)
+            wait = getattr(request._request, "sign_in_retry_after", None)
+            if wait is not None:
+                raise Throttled(wait, detail="Too many sign-in attempts; try again later.")
             raise serializers.ValidationError(
                 {"non_field_errors": ["Unable to log in with provided credentials."]}
             )
-        limits.reset(FAILURES, username)
         token, expiry = issue_token(user)
         user_logged_in.send(sender=user.__class__, request=request._request, user=user)
         return Response(TokenSerializer({"token": token, "expiry": expiry}).data)
+
+
+class LimitedModelBackend(ModelBackend):
+    """Django's username and password check behind the sign-in limits, whichever door is used: the API,
+    the dashboard's login page or the admin's. Over a limit, no password is hashed: the attempt is refused
+    (`request.sign_in_retry_after` says for how long; the API answers 429 with it)."""
+
+    def authenticate(
+        self, request: Any, username: str | None = None, password: str | None = None, **kwargs: Any
+    ) -> Any:
+        if request is None or username is None:
+            return super().authenticate(request, username=username, password=password, **kwargs)
+        wait = None
+        if not getattr(request, "sign_in_address_counted", False):
+            rate = limits.parse_rate(settings.THROTTLE_SIGNIN_PER_IP)
+            wait = limits.hit("signin-ip", client_ip(request), rate)
+        failures = limits.parse_rate(settings.THROTTLE_SIGNIN_FAILURES_PER_USERNAME)
+        wait = wait or limits.blocked_for(FAILURES, username, failures)
+        if wait is not None:
+            logger.warning(
+                "Sign-in as %r from %s refused: over the sign-in limits", username, client_ip(request)
+            )
+            request.sign_in_retry_after = wait
+            raise PermissionDenied  # ends authenticate() for every backend
+        user = super().authenticate(request, username=username, password=password, **kwargs)
+        if user is None:
+            limits.hit(FAILURES, username, failures)
+        else:
+            limits.reset(FAILURES, username)
+        return user
 
 
 class LogoutView(knox_views.LogoutView):

@@ -451,3 +451,29 @@ def test_the_whole_flow_over_the_network(operator, tmp_path):
             assert http.get("/api/orders/", headers=header).status_code == 401
     finally:
         stop(process)
+
+
+class TestEveryDoorIsLimited:
+    """The dashboard's login page and the admin's hash passwords too: the same limits hold there."""
+
+    @pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+    def test_guessing_on_a_login_page_is_limited_per_address(self, client, operator, settings, path):
+        settings.THROTTLE_SIGNIN_PER_IP = "3/minute"
+        for index in range(3):
+            page = client.post(path, {"username": f"guess{index}", "password": "wrong"})
+            assert page.status_code == 200 and not page.wsgi_request.user.is_authenticated
+        blocked = client.post(path, {"username": "olena", "password": factories.PASSWORD})
+        assert not blocked.wsgi_request.user.is_authenticated  # the right password, refused unheard
+        assert sign_in(APIClient(), "olena").status_code == 429  # the API shares the address's count
+
+    def test_failures_on_the_login_page_count_for_the_api_too(self, client, customer, settings):
+        settings.THROTTLE_SIGNIN_FAILURES_PER_USERNAME = "2/15min"
+        for _ in range(2):
+            client.post("/login/", {"username": "alice", "password": "wrong"}, REMOTE_ADDR="10.9.9.9")
+        assert sign_in(APIClient(), "alice").status_code == 429
+        page = client.post("/login/", {"username": "alice", "password": factories.PASSWORD})
+        assert not page.wsgi_request.user.is_authenticated
+
+    def test_a_good_login_page_sign_in_still_works(self, client, operator):
+        page = client.post("/login/", {"username": "olena", "password": factories.PASSWORD})
+        assert page.status_code == 302
