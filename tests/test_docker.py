@@ -284,6 +284,49 @@ def test_dockerignore_keeps_secrets_and_local_state_out_and_build_inputs_in():
         assert not dockerignore_excludes(source.rstrip("/")), f"COPY {source} is excluded by .dockerignore"
 
 
+# --- The offline image kit: docker/offline/ (docs/docker.md, "Offline builds") ----------------------
+
+OFFLINE = REPO / "docker" / "offline"
+
+
+def test_offline_kit_scripts_pass_shellcheck():
+    scripts = [OFFLINE / "build-images", *OFFLINE.glob("*/entrypoint")]
+    assert os.access(OFFLINE / "build-images", os.X_OK), "docker/offline/build-images must be executable"
+    result = subprocess.run([tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_offline_stand_in_dockerfiles_pass_hadolint():
+    dockerfiles = sorted(OFFLINE.glob("*/Dockerfile"))
+    assert dockerfiles
+    result = subprocess.run(
+        [tool("hadolint"), "--no-color", "--config", str(REPO / ".hadolint.yaml"), *map(str, dockerfiles)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_offline_kit_has_a_recipe_for_every_public_image():
+    """What the Dockerfile's FROM lines and compose's `image:` keys name, less our own images."""
+    result = subprocess.run([str(OFFLINE / "build-images"), "--list"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    recipes = dict(line.split() for line in result.stdout.splitlines())
+    named = {arguments.split()[0] for keyword, arguments in dockerfile_instructions() if keyword == "FROM"}
+    named |= {service["image"] for service in compose()["services"].values() if "image" in service}
+    assert set(recipes) == {image for image in named if not image.startswith("liveops")}
+    for recipe in recipes.values():
+        assert (REPO / recipe / "Dockerfile").exists(), recipe
+
+
+def test_offline_wheelhouse_is_in_every_checkout_and_build_context():
+    """The build stage bind-mounts docker/offline/wheels whether or not OFFLINE_WHEELS is set."""
+    assert (OFFLINE / "wheels" / ".gitignore").exists()
+    assert not dockerignore_excludes("docker/offline/wheels/django-5.2-py3-none-any.whl")
+    mounts = [arguments for _, arguments in dockerfile_instructions() if "target=/wheelhouse" in arguments]
+    assert len(mounts) == 1 and "source=docker/offline/wheels," in mounts[0]
+
+
 # --- docker-compose.yml ----------------------------------------------------------------------------
 
 
@@ -916,6 +959,15 @@ def test_make_env_trusts_the_forwarding_headers_of_nginx_only(tmp_path):
     nginx_address = compose()["services"]["nginx"]["networks"]["default"]["ipv4_address"]
     assert ipaddress.ip_address(nginx_address) in ipaddress.ip_network(network)
     assert env["TRUSTED_PROXIES"] == nginx_address
+
+
+def test_no_other_container_can_take_nginx_fixed_address():
+    """Docker hands out addresses from the ip_range in order: nginx's fixed one must lie outside it."""
+    config = compose()["networks"]["default"]["ipam"]["config"][0]
+    dynamic = ipaddress.ip_network(config["ip_range"])
+    nginx_address = compose()["services"]["nginx"]["networks"]["default"]["ipv4_address"]
+    assert dynamic.subnet_of(ipaddress.ip_network(config["subnet"]))
+    assert ipaddress.ip_address(nginx_address) not in dynamic
 
 
 def test_make_env_draws_new_secrets_each_time(tmp_path):
