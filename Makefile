@@ -8,7 +8,7 @@ EMBEDDED := PYTHONPATH=backend:. $(BIN)/python -m core.embedded
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install run test lint bench stop clean
+.PHONY: install tools run test lint bench stop clean
 
 $(STAMP): pyproject.toml
 	@echo "==> Creating $(VENV) and installing dependencies (first run takes a minute) ..."
@@ -19,10 +19,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+tools:  ## the Debian tools the tests need (nginx, Chromium, docker-compose): installed when missing
+	@tools/ensure-debian-tools
+
 run: install  ## start everything on embedded (or given) PostgreSQL and Redis; Ctrl-C stops it
 	@$(EMBEDDED) run
 
-test: install  ## the whole suite, on DATABASE_URL / REDIS_URL when set, else on embedded engines
+test: install tools  ## the whole suite, on DATABASE_URL / REDIS_URL when set, else on embedded engines
 	@$(EMBEDDED) exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

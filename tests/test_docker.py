@@ -290,7 +290,14 @@ OFFLINE = REPO / "docker" / "offline"
 
 
 def test_offline_kit_scripts_pass_shellcheck():
-    scripts = [OFFLINE / "build-images", *OFFLINE.glob("*/entrypoint")]
+    scripts = [
+        OFFLINE / "build-images",
+        *OFFLINE.glob("*/entrypoint"),
+        REPO / "tools" / "ensure-debian-tools",
+    ]
+    assert os.access(REPO / "tools" / "ensure-debian-tools", os.X_OK), (
+        "tools/ensure-debian-tools: not executable"
+    )
     assert os.access(OFFLINE / "build-images", os.X_OK), "docker/offline/build-images must be executable"
     result = subprocess.run([tool("shellcheck"), *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -528,7 +535,7 @@ def test_compose_file_is_accepted_by_docker_compose(tmp_path):
     elif shutil.which("docker-compose"):
         command = ["docker-compose"]
     else:
-        pytest.skip("neither `docker compose` nor docker-compose is installed (.ci/run installs the latter)")
+        pytest.fail("neither `docker compose` nor docker-compose is installed (tools/ensure-debian-tools)")
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(COMPOSE_FILE, project / "docker-compose.yml")
