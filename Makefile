@@ -46,7 +46,7 @@ COMPOSE ?= docker compose
 PUBLIC_URL ?=
 SERVICE ?=
 
-.PHONY: up down logs ps shell createsuperuser
+.PHONY: up down logs ps shell createsuperuser docker-smoke
 
 up:  ## build and start the Docker deployment; creates .env (Docker values, fresh secrets) on first use
 	@test -f .env || $(PYTHON) docker/make_env.py $(if $(PUBLIC_URL),--public-url $(PUBLIC_URL))
@@ -68,3 +68,7 @@ shell:  ## Django shell inside the running web container
 
 createsuperuser:  ## create an admin user inside the running web container
 	$(COMPOSE) exec web python backend/manage.py createsuperuser
+
+docker-smoke:  ## the deployment end to end on a real engine (own project and env file, all removed after)
+	@test -x $(BIN)/python || $(MAKE) install
+	$(BIN)/python docker/smoke.py
