@@ -1,6 +1,7 @@
 """Deterministic coordinates for addresses, so a map can show where a courier is.
 
-The backend may import ``address_to_point`` to place the same addresses on its map.
+The backend places addresses on its map with the same function (backend/orders/geo.py, kept in step
+by orders/tests/test_geo.py), so couriers drive where the map puts them.
 """
 
 import hashlib
