@@ -58,26 +58,23 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 # Operators get orders whole, customers and couriers their public shape (orders.disclosure). The schema
 # offers both; the public objects are closed (serializers.ClosedSchema), so an answer matches one only.
-_SHAPES = (
-    "Operators get `{full}`; customers and couriers `{public}`, without provider ids, errors, alerts or "
-    "staff names."
-)
-ORDER_FOR_USER = OpenApiResponse(
-    PolymorphicProxySerializer(
-        component_name="OrderForUser",
-        serializers=[OrderSerializer, PublicOrderSerializer],
-        resource_type_field_name=None,
-    ),
-    description=_SHAPES.format(full="Order", public="PublicOrder"),
-)
-ORDER_DETAIL_FOR_USER = OpenApiResponse(
-    PolymorphicProxySerializer(
-        component_name="OrderDetailForUser",
-        serializers=[OrderDetailSerializer, PublicOrderDetailSerializer],
-        resource_type_field_name=None,
-    ),
-    description=_SHAPES.format(full="OrderDetail", public="PublicOrderDetail"),
-)
+def _for_user(full: type[serializers.Serializer], public: type[serializers.Serializer]) -> OpenApiResponse:
+    """An answer whose shape depends on who asks: `full` for operators, `public` for everyone else."""
+    full_name, public_name = (
+        full.__name__.removesuffix("Serializer"),
+        public.__name__.removesuffix("Serializer"),
+    )
+    return OpenApiResponse(
+        PolymorphicProxySerializer(
+            component_name=f"{full_name}ForUser", serializers=[full, public], resource_type_field_name=None
+        ),
+        description=f"Operators get `{full_name}`; customers and couriers `{public_name}`, without provider "
+        "ids, errors, alerts or staff names.",
+    )
+
+
+ORDER_FOR_USER = _for_user(OrderSerializer, PublicOrderSerializer)
+ORDER_DETAIL_FOR_USER = _for_user(OrderDetailSerializer, PublicOrderDetailSerializer)
 
 
 def order_serializer_for(user: AbstractBaseUser, *, detail: bool = False) -> type[serializers.Serializer]:

@@ -10,6 +10,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from functools import lru_cache
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -36,6 +38,12 @@ _local: dict[int, set[str]] = defaultdict(set)
 _renewers: dict[asyncio.AbstractEventLoop, asyncio.Task] = {}
 
 
+@lru_cache
+def _claim_script(client: redis.Redis) -> Any:
+    """The claim script, registered once per client (then run by its SHA)."""
+    return client.register_script(_CLAIM)
+
+
 def _key(user_id: int) -> str:
     return limits.key("sockets", user_id)
 
@@ -50,9 +58,7 @@ def claim(user_id: int, socket_id: str) -> bool:
         return True
     client = limits.client()
     try:
-        taken = client.register_script(_CLAIM)(
-            keys=[_key(user_id)], args=[time.time(), LEASE_SECONDS, cap, socket_id]
-        )
+        taken = _claim_script(client)(keys=[_key(user_id)], args=[time.time(), LEASE_SECONDS, cap, socket_id])
     except redis.RedisError as error:
         logger.warning("Socket cap not applied, Redis is unavailable: %s", error)
         taken = 1
