@@ -8,16 +8,22 @@ EMBEDDED := PYTHONPATH=backend:. $(BIN)/python -m core.embedded
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install tools run test lint bench stop clean
+.PHONY: install lock tools run test lint bench stop clean
 
-$(STAMP): pyproject.toml
-	@echo "==> Creating $(VENV) and installing dependencies (first run takes a minute) ..."
+# The versions come from the lock file, hashes checked: every machine gets the same packages. It holds the
+# runtime dependencies and the `embedded` and `test` extras of pyproject.toml; the project itself is not
+# installed (the code runs from the checkout). Reinstalls when the lock file changes.
+$(STAMP): requirements/dev.txt
+	@echo "==> Creating $(VENV) and installing requirements/dev.txt (first run takes a minute) ..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --progress-bar on --upgrade pip
-	$(BIN)/python -m pip install --progress-bar on '.[test]'
+	$(BIN)/python -m pip install --progress-bar on --require-hashes -r requirements/dev.txt
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+lock: install  ## after changing pyproject.toml's dependencies: requirements/*.txt resolved again (tools/lock.py)
+	$(BIN)/python tools/lock.py $(if $(UPGRADE),--upgrade)
+	@$(MAKE) --no-print-directory install
 
 tools:  ## the Debian tools the tests need (nginx, Chromium, docker-compose): installed when missing
 	@tools/ensure-debian-tools
@@ -28,9 +34,10 @@ run: install  ## start everything on embedded (or given) PostgreSQL and Redis; C
 test: install tools  ## the whole suite, on DATABASE_URL / REDIS_URL when set, else on embedded engines
 	@$(EMBEDDED) exec -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install
+lint: install  ## ruff, and the import contracts of pyproject.toml (layers, no cycles; README "Layout")
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=backend:. $(BIN)/lint-imports --no-cache
 
 bench: install  ## every benchmark on embedded (or given) engines; writes docs/benchmarks.md and .json
 	@$(EMBEDDED) exec -- env PYTHONPATH=backend:. $(BIN)/python -m bench.report $(BENCH_ARGS)

@@ -274,6 +274,9 @@ class Smoke:
         self.compose("up", "-d", "--no-build", "--scale", f"worker={workers}", timeout=600)
         self.wait_healthy(workers)
         wait_for("/healthz 200 through nginx", lambda: self.http.get("/healthz").status_code == 200, 60)
+        static = self.http.get("/static/liveops/liveops.css")  # nginx serves what the image collected
+        if static.status_code != 200 or b"{" not in static.content:
+            raise SmokeError(f"/static/liveops/liveops.css answered {static.status_code}")
 
     def seed_and_sign_in(self) -> None:
         self.compose("exec", "-T", "web", "python", "backend/manage.py", "seed_demo", timeout=120)
