@@ -1,48 +1,62 @@
 """Shared machinery of the provider simulators.
 
 A provider module subclasses ``ProviderSimulator`` with its statuses, paths, input validation and
-response shape; everything else lives here: the asyncio HTTP/1.1 server, settings from the environment
-and ``/_sim/config``, authentication, fault injection, the in-memory store, the lazy time-based
-status progression, cancellation, ``Idempotency-Key`` handling and the ``/_sim/`` admin endpoints.
+response shape (and, if it pushes webhooks, their body and signature); everything else lives here: the
+``aiohttp.web`` application, settings from the environment and ``/_sim/config``, authentication, fault
+injection, the in-memory store, the lazy time-based status progression, cancellation,
+``Idempotency-Key`` handling, webhook delivery and the ``/_sim/`` admin endpoints.
+
+Everything runs on one event loop, the webhook sender included, and no handler awaits while it reads
+or changes the store, so the state needs no lock.
 """
 
 import argparse
 import asyncio
+import contextlib
+import hashlib
 import hmac
 import json
 import logging
 import math
 import os
 import random
-import re
 import signal
-import socket
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
+ADMIN_PREFIX = "/_sim/"
 MAX_BODY_BYTES = 1_000_000
+TOO_LARGE = f"request body is larger than {MAX_BODY_BYTES} bytes"
 MAX_LIST_LENGTH = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MIN_QUANTITY, MAX_QUANTITY = 1, 50
 UNKNOWN_STATUS = "quantum"
 CANCELLED = "cancelled"  # a cancelled order's status, whatever the provider
 GARBAGE_BODY = b"<html><body><h1>502 Bad Gateway</h1><p>upstream hiccup</p></body></html>"
+LISTEN_BACKLOG = 1024
 IDLE_CONNECTION_SECONDS = 120
-MAX_HEAD_BYTES = 65_536  # request line and headers, as http.server allowed
-MAX_HEADERS = 100
-SERVED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+# On SIGTERM, requests in flight get this long to finish (twice: to answer, then once cancelled);
+# a request hanging in a timeout fault is cut short.
+SHUTDOWN_GRACE_SECONDS = 0.5
+
+WEBHOOK_ATTEMPTS = 3
+WEBHOOK_RETRY_DELAY_SECONDS = 0.2  # times the attempt number
+WEBHOOK_TIMEOUT_SECONDS = 2.0
+MAX_TICK_SECONDS = 0.25
+MIN_TICK_SECONDS = 0.005
 
 
 class ConfigError(Exception):
@@ -129,6 +143,12 @@ COMMON_SETTINGS: tuple[Setting, ...] = (
     Setting("backwards_rate", "SIM_BACKWARDS_RATE", parse_rate, 0.0),
     Setting("down", "SIM_DOWN", parse_bool, False),
 )
+# Only for a provider that pushes webhooks.
+WEBHOOK_SETTINGS: tuple[Setting, ...] = (
+    Setting("webhook_duplicate_rate", "SIM_WEBHOOK_DUPLICATE_RATE", parse_rate, 0.0),
+    Setting("webhook_out_of_order", "SIM_WEBHOOK_OUT_OF_ORDER", parse_bool, False),
+    Setting("webhook_bad_signature_rate", "SIM_WEBHOOK_BAD_SIGNATURE_RATE", parse_rate, 0.0),
+)
 
 
 def settings_from_env(settings: Sequence[Setting], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -174,74 +194,30 @@ def env_int(environ: Mapping[str, str], name: str, default: int | None, low: int
     return value
 
 
-# --- Requests, responses, routing and input validation -----------------------------------------
+# --- Responses and input validation ------------------------------------------------------------
 
 
-class Headers(dict[str, str]):
-    """Request headers by lower-cased name; ``get`` ignores case. The first of repeated headers wins."""
-
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(name.lower(), default)
+def json_response(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+    body = json.dumps(payload).encode("utf-8")
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    headers: Headers
-    body: bytes
-
-    def json_object(self, *, optional: bool = False) -> dict[str, Any]:
-        """The body as a JSON object; ``{}`` for an empty body when ``optional``."""
-        if optional and not self.body.strip():
-            return {}
-        try:
-            payload = json.loads(self.body)
-        except (ValueError, RecursionError) as exc:
-            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
-        if not isinstance(payload, dict):
-            raise ApiError(400, "request body must be a JSON object")
-        return payload
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def json_response(status: int, payload: object, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(status, json.dumps(payload).encode("utf-8"), headers=dict(headers or {}))
-
-
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     return json_response(status, {"error": message}, headers)
 
 
-@dataclass(frozen=True)
-class Route:
-    """``handler(request, *groups)`` answers ``method`` on paths that fully match ``pattern``."""
-
-    method: str
-    pattern: re.Pattern[str]
-    handler: Callable[..., Response]
-
-
-def dispatch(routes: Sequence[Route], request: Request) -> Response:
-    """Calls the handler of the matching route; ApiError 405 or 404 when there is none."""
-    allowed = []
-    for route in routes:
-        match = route.pattern.fullmatch(request.path)
-        if match is None:
-            continue
-        if route.method == request.method:
-            return route.handler(request, *match.groups())
-        allowed.append(route.method)
-    if allowed:
-        raise ApiError(405, f"method {request.method} not allowed here", {"Allow": ", ".join(allowed)})
-    raise ApiError(404, f"no endpoint at {request.path}")
+async def read_json_object(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; ``{}`` for an empty body when ``optional``."""
+    body = await request.read()
+    if optional and not body.strip():
+        return {}
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return payload
 
 
 def require_text(value: object, name: str) -> str:
@@ -262,15 +238,20 @@ def require_int(value: object, name: str, low: int, high: int) -> int:
     return value
 
 
+def require_object(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, f"{name} must be an object")
+    return value
+
+
 def parse_line_items(
     payload: Mapping[str, Any], list_key: str, name_key: str, quantity_key: str
 ) -> list[dict[str, Any]]:
     """A kitchen's list of ``{name_key: str, quantity_key: int}`` entries, validated and without extras."""
     items = []
-    for position, item in enumerate(require_list(payload.get(list_key), list_key)):
+    for position, entry in enumerate(require_list(payload.get(list_key), list_key)):
         where = f"{list_key}[{position}]"
-        if not isinstance(item, dict):
-            raise ApiError(400, f"{where} must be an object")
+        item = require_object(entry, where)
         items.append(
             {
                 name_key: require_text(item.get(name_key), f"{where}.{name_key}"),
@@ -286,6 +267,15 @@ def iso_utc(timestamp: float) -> str:
     """ISO 8601 in UTC with milliseconds, e.g. ``2025-01-31T12:00:00.000Z``."""
     moment = datetime.fromtimestamp(timestamp, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def stable_index(key: str, count: int) -> int:
+    """An index below ``count`` picked by a hash of ``key``: always the same one for the same key."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % count
+
+
+def hmac_sha256_hex(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
 # --- State -------------------------------------------------------------------------------------
@@ -318,6 +308,15 @@ class Snapshot:
     updated_at: str
 
 
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A status an order reached (``snapshot`` as of that moment), or its cancellation."""
+
+    snapshot: Snapshot
+    final: bool  # nothing follows it, so webhook_out_of_order never holds it back
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
 @dataclass
 class Stats:
     requests: int = 0
@@ -347,31 +346,23 @@ class ProviderSimulator:
     # POST <collection>/<id>/cancel is refused (409) from this status on: the food is cooked, the parcel
     # delivered
     cancel_refused_from: ClassVar[str]
-    settings: ClassVar[tuple[Setting, ...]] = COMMON_SETTINGS
+    # A provider that pushes webhooks implements webhook_payload and webhook_headers; they go to
+    # <NAME>_WEBHOOK_URL, signed with <NAME>_WEBHOOK_SECRET, and WEBHOOK_SETTINGS become settings.
+    pushes_webhooks: ClassVar[bool] = False
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.log = logging.getLogger(f"simulators.{self.name}")
-        self._lock = threading.Lock()
+        self.settings = COMMON_SETTINGS + (WEBHOOK_SETTINGS if self.pushes_webhooks else ())
         self._config = settings_from_env(self.settings, environ)
         self._api_key = environ.get("SIM_API_KEY", "").strip() or None
         self._rng = random.Random(env_int(environ, "SIM_SEED", None, -(2**63), 2**63 - 1))
         self._orders: dict[str, SubOrder] = {}
         self._idempotency_keys: dict[str, str] = {}
         self._stats = Stats()
-        item_pattern = re.escape(self.collection_path.rstrip("/")) + "/([^/]+)"
-        self._provider_routes = (
-            Route("POST", re.compile(re.escape(self.collection_path)), self._create),
-            Route("GET", re.compile(item_pattern), self._get),
-            Route("POST", re.compile(item_pattern + "/cancel"), self._cancel),
-        )
-        self._admin_routes = (
-            Route("GET", re.compile("/_sim/health"), self._health),
-            Route("GET", re.compile("/_sim/config"), self._get_config),
-            Route("POST", re.compile("/_sim/config"), self._update_config),
-            Route("GET", re.compile("/_sim/stats"), self._get_stats),
-            Route("POST", re.compile("/_sim/reset"), self._reset),
-            Route("POST", re.compile("/_sim/advance"), self._advance),
-        )
+        self._webhook_url, self._webhook_secret = self._webhook_target(environ)
+        self._notified: dict[str, int] = {}  # order id -> status index last turned into an event
+        self._notified_cancel: dict[str, float] = {}  # order id -> the cancellation turned into an event
+        self._held: dict[str, WebhookEvent] = {}  # order id -> event held back by webhook_out_of_order
 
     # Hooks for the provider modules.
 
@@ -387,22 +378,84 @@ class ProviderSimulator:
         """The body answering a create."""
         return {"id": snapshot.id, "status": snapshot.status}
 
-    def start_background(self) -> None:
-        """Starts background work (Bueno's webhooks); called once the server listens."""
+    def webhook_payload(self, event: WebhookEvent) -> dict[str, Any]:
+        """The JSON body of the webhook for ``event``."""
+        raise NotImplementedError
 
-    def stop_background(self) -> None:
-        """Stops what ``start_background`` started."""
+    def webhook_headers(self, body: bytes, secret: str) -> dict[str, str]:
+        """The headers that sign a webhook's raw ``body`` with ``secret``."""
+        raise NotImplementedError
 
-    # Entry point of every request. Async only so that injected delays wait without blocking the
-    # server's other connections; everything else is quick and synchronous.
+    # The application.
 
-    async def handle(self, request: Request) -> Response:
+    def make_app(self) -> web.Application:
+        """The provider endpoints and ``/_sim/`` admin endpoints, behind one middleware that logs each
+        request, turns errors into JSON and injects the faults."""
+        app = web.Application(middlewares=[self._middleware()], client_max_size=MAX_BODY_BYTES)
+        routes = app.router
+        routes.add_route("GET", f"{ADMIN_PREFIX}health", self._health)
+        routes.add_route("GET", f"{ADMIN_PREFIX}config", self._get_config)
+        routes.add_route("POST", f"{ADMIN_PREFIX}config", self._update_config)
+        routes.add_route("GET", f"{ADMIN_PREFIX}stats", self._get_stats)
+        routes.add_route("POST", f"{ADMIN_PREFIX}reset", self._reset)
+        routes.add_route("POST", f"{ADMIN_PREFIX}advance", self._advance)
+        item_path = self.collection_path.rstrip("/") + "/{order_id}"
+        routes.add_route("POST", self.collection_path, self._create)
+        routes.add_route("GET", item_path, self._get)
+        routes.add_route("POST", f"{item_path}/cancel", self._cancel)
+        if self.pushes_webhooks:
+            app.cleanup_ctx.append(self._webhook_sender)
+        return app
+
+    def _middleware(self) -> Middleware:
+        @web.middleware
+        async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.monotonic()
+            try:
+                response = await self._respond(request, handler)
+            except Exception:
+                self.log.exception("failed to handle %s %s", request.method, request.raw_path)
+                response = error_response(500, "internal simulator error")
+            elapsed_ms = (time.monotonic() - started) * 1000
+            self.log.info("%s %s %d %.1fms", request.method, request.raw_path, response.status, elapsed_ms)
+            return response
+
+        return serve
+
+    async def _respond(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = await self._receive_body(request)
+        if refused is not None:
+            return refused
         try:
-            if request.path.startswith("/_sim/"):
-                return dispatch(self._admin_routes, request)
-            return await self._handle_provider(request)
+            if not request.path.startswith(ADMIN_PREFIX):
+                faulted = await self._inject_faults(request)
+                if faulted is not None:
+                    return faulted
+            return await handler(request)
         except ApiError as exc:
             return error_response(exc.status, exc.message, exc.headers)
+        except web.HTTPMethodNotAllowed as exc:
+            allow = {"Allow": ", ".join(sorted(exc.allowed_methods))}
+            return error_response(405, f"method {request.method} not allowed here", allow)
+        except web.HTTPNotFound:
+            return error_response(404, f"no endpoint at {request.path}")
+        except web.HTTPException as exc:
+            return error_response(exc.status, exc.reason)
+
+    async def _receive_body(self, request: web.Request) -> web.Response | None:
+        """Reads the body now, before any injected delay, so that a client that gives up meanwhile leaves
+        it behind; an error answer when it is too large or does not arrive whole."""
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return error_response(413, TOO_LARGE)
+        if request.body_exists:
+            try:
+                await request.read()
+            except web.HTTPRequestEntityTooLarge:  # sent chunked, and grew too large while read
+                return error_response(413, TOO_LARGE)
+            except (ConnectionResetError, web.RequestPayloadError) as exc:
+                self.log.debug("%s %s: body not received: %s", request.method, request.raw_path, exc)
+                return error_response(400, "the request body did not arrive whole")
+        return None
 
     @property
     def auth_required(self) -> bool:
@@ -410,22 +463,23 @@ class ProviderSimulator:
 
     @property
     def config(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._config)
+        return dict(self._config)
 
     def reset(self) -> None:
-        """Forgets all orders, idempotency keys and stats; the config stays."""
-        with self._lock:
-            self._orders.clear()
-            self._idempotency_keys.clear()
-            self._stats = Stats()
+        """Forgets all orders, idempotency keys, stats and pending webhooks; the config stays."""
+        self._orders.clear()
+        self._idempotency_keys.clear()
+        self._stats = Stats()
+        self._notified.clear()
+        self._notified_cancel.clear()
+        self._held.clear()
 
-    # Provider endpoints, behind faults and auth.
+    # Faults and auth, in front of every provider endpoint.
 
-    async def _handle_provider(self, request: Request) -> Response:
-        config = self.config
-        with self._lock:
-            self._stats.requests += 1
+    async def _inject_faults(self, request: web.Request) -> web.Response | None:
+        """An answer that replaces the real one, or None to handle the request normally."""
+        config = self._config
+        self._stats.requests += 1
         if config["latency_ms"]:
             self._count_fault("latency")
             await asyncio.sleep(config["latency_ms"] / 1000)
@@ -439,81 +493,80 @@ class ProviderSimulator:
         if self._fault("error", config["error_rate"]):
             return error_response(500, "simulated internal error")
         if self._fault("garbage", config["garbage_rate"]):
-            return Response(200, GARBAGE_BODY, "text/html; charset=utf-8")
-        return dispatch(self._provider_routes, request)
+            return web.Response(status=200, body=GARBAGE_BODY, content_type="text/html", charset="utf-8")
+        return None
 
-    def _check_auth(self, request: Request) -> None:
+    def _check_auth(self, request: web.Request) -> None:
         if self._api_key is None:
             return
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {self._api_key}".encode()):
             raise ApiError(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
 
-    def _create(self, request: Request) -> Response:
-        data = self.parse_create(request.json_object())
+    # Provider endpoints.
+
+    async def _create(self, request: web.Request) -> web.Response:
+        data = self.parse_create(await read_json_object(request))
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 0 < len(key.strip()) <= MAX_IDEMPOTENCY_KEY_LENGTH:
             raise ApiError(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters")
         now = time.monotonic()
-        with self._lock:
-            existing_id = self._idempotency_keys.get(key) if key else None
-            if existing_id is not None:
-                order = self._orders[existing_id]
-                if order.data != data:
-                    raise ApiError(409, "Idempotency-Key was already used with a different body")
-                self._stats.idempotent_replays += 1
-                status = 200
-            else:
-                order = SubOrder(f"{self.id_prefix}{uuid.uuid4().hex[:16]}", data, now, time.time())
-                self._orders[order.id] = order
-                if key:
-                    self._idempotency_keys[key] = order.id
-                self._stats.creates += 1
-                status = 201
-            snapshot = self._snapshot(order, now)
-        return json_response(status, self.describe_created(snapshot))
+        existing_id = self._idempotency_keys.get(key) if key else None
+        if existing_id is not None:
+            order = self._orders[existing_id]
+            if order.data != data:
+                raise ApiError(409, "Idempotency-Key was already used with a different body")
+            self._stats.idempotent_replays += 1
+            status = 200
+        else:
+            order = SubOrder(f"{self.id_prefix}{uuid.uuid4().hex[:16]}", data, now, time.time())
+            self._orders[order.id] = order
+            if key:
+                self._idempotency_keys[key] = order.id
+            self._stats.creates += 1
+            status = 201
+        return json_response(status, self.describe_created(self._snapshot(order, now)))
 
-    def _get(self, request: Request, order_id: str) -> Response:
-        config = self.config
+    async def _get(self, request: web.Request) -> web.Response:
+        order_id = request.match_info["order_id"]
+        config = self._config
         unknown = self._fault("unknown_status", config["unknown_status_rate"])
         backwards = not unknown and self._chance(config["backwards_rate"])
-        with self._lock:
-            self._stats.gets += 1
-            order = self._orders.get(order_id)
-            if order is None:
-                raise ApiError(404, f"order {order_id!r} not found")
-            self._stats.gets_by_id[order_id] += 1
-            snapshot = self._snapshot(order, time.monotonic())
-            if backwards and snapshot.index > 0:
-                self._stats.faults["backwards"] += 1
-                snapshot = self._snapshot_at(order, snapshot.index - 1, progress=1.0)
+        self._stats.gets += 1
+        order = self._orders.get(order_id)
+        if order is None:
+            raise ApiError(404, f"order {order_id!r} not found")
+        self._stats.gets_by_id[order_id] += 1
+        snapshot = self._snapshot(order, time.monotonic())
+        if backwards and snapshot.index > 0:
+            self._stats.faults["backwards"] += 1
+            snapshot = self._snapshot_at(order, snapshot.index - 1, progress=1.0)
         if unknown:
             snapshot = replace(snapshot, status=UNKNOWN_STATUS)
         return json_response(200, self.describe(snapshot))
 
-    def _cancel(self, request: Request, order_id: str) -> Response:
+    async def _cancel(self, request: web.Request) -> web.Response:
         """Cancels an order that is not too far along; 409 once it is. Cancelling again answers 200."""
-        request.json_object(optional=True)  # no fields yet, but a body must be JSON if there is one
+        order_id = request.match_info["order_id"]
+        await read_json_object(request, optional=True)  # no fields yet, but a body must be JSON if sent
         now = time.monotonic()
-        with self._lock:
-            order = self._orders.get(order_id)
-            if order is None:
-                raise ApiError(404, f"order {order_id!r} not found")
-            if order.cancelled_at is not None:
-                self._stats.cancel_replays += 1
-            else:
-                snapshot = self._snapshot(order, now)
-                if snapshot.index >= self.statuses.index(self.cancel_refused_from):
-                    self._stats.cancels_refused += 1
-                    raise ApiError(409, f"already {snapshot.status}")
-                self._rebase(order, now)  # pin it where it is: it advances no more
-                order.cancelled_at, order.cancelled_progress = time.time(), snapshot.progress
-                self._stats.cancels += 1
+        order = self._orders.get(order_id)
+        if order is None:
+            raise ApiError(404, f"order {order_id!r} not found")
+        if order.cancelled_at is not None:
+            self._stats.cancel_replays += 1
+        else:
             snapshot = self._snapshot(order, now)
-        self.log.info("order %s cancelled", order_id)
-        return json_response(200, self.describe(snapshot))
+            if snapshot.index >= self.statuses.index(self.cancel_refused_from):
+                self._stats.cancels_refused += 1
+                raise ApiError(409, f"already {snapshot.status}")
+            self._rebase(order, now)  # pin it where it is: it advances no more
+            order.cancelled_at, order.cancelled_progress = time.time(), snapshot.progress
+            self._stats.cancels += 1
+            self.log.info("order %s cancelled", order_id)
+        return json_response(200, self.describe(self._snapshot(order, now)))
 
-    # Status progression; callers hold the lock.
+    # Status progression.
 
     def _snapshot(self, order: SubOrder, now: float) -> Snapshot:
         if order.cancelled_at is not None:
@@ -547,10 +600,7 @@ class ProviderSimulator:
     # Randomness.
 
     def _chance(self, rate: float) -> bool:
-        if rate <= 0:
-            return False
-        with self._lock:
-            return self._rng.random() < rate
+        return rate > 0 and self._rng.random() < rate
 
     def _fault(self, kind: str, rate: float) -> bool:
         """Draws whether a fault of ``kind`` happens now and counts it when it does."""
@@ -560,232 +610,165 @@ class ProviderSimulator:
         return happens
 
     def _count_fault(self, kind: str) -> None:
-        with self._lock:
-            self._stats.faults[kind] += 1
+        self._stats.faults[kind] += 1
 
     # Admin endpoints: no auth, no faults.
 
-    def _health(self, request: Request) -> Response:
+    async def _health(self, request: web.Request) -> web.Response:
         return json_response(200, {"ok": True, "provider": self.name})
 
-    def _get_config(self, request: Request) -> Response:
+    async def _get_config(self, request: web.Request) -> web.Response:
         return json_response(200, self.config)
 
-    def _update_config(self, request: Request) -> Response:
-        update = request.json_object()
-        with self._lock:
-            config = merge_settings(self.settings, self._config, update)
-            if config["step_seconds"] != self._config["step_seconds"]:
-                now = time.monotonic()
-                for order in self._orders.values():
-                    self._rebase(order, now)
-            self._config = config
+    async def _update_config(self, request: web.Request) -> web.Response:
+        update = await read_json_object(request)
+        config = merge_settings(self.settings, self._config, update)
+        if config["step_seconds"] != self._config["step_seconds"]:
+            now = time.monotonic()
+            for order in self._orders.values():
+                self._rebase(order, now)
+        self._config = config
         self.log.info("config updated: %s", update)
         return json_response(200, config)
 
-    def _get_stats(self, request: Request) -> Response:
-        with self._lock:
-            return json_response(200, self._stats.as_json())
+    async def _get_stats(self, request: web.Request) -> web.Response:
+        return json_response(200, self._stats.as_json())
 
-    def _reset(self, request: Request) -> Response:
+    async def _reset(self, request: web.Request) -> web.Response:
         self.reset()
         self.log.info("orders and stats reset")
         return json_response(200, {"ok": True})
 
-    def _advance(self, request: Request) -> Response:
-        payload = request.json_object()
+    async def _advance(self, request: web.Request) -> web.Response:
+        payload = await read_json_object(request)
         order_id, status = payload.get("id"), payload.get("status")
         if status not in self.statuses:
             raise ApiError(400, f"status must be one of {list(self.statuses)}")
-        with self._lock:
-            order = self._orders.get(order_id) if isinstance(order_id, str) else None
-            if order is None:
-                raise ApiError(404, f"order {order_id!r} not found")
-            order.base_index = self.statuses.index(status)
-            order.anchor, order.anchor_wall = time.monotonic(), time.time()
-            order.cancelled_at = None  # forced on: a cancelled order is no longer cancelled
-            snapshot = self._snapshot(order, order.anchor)
-        return json_response(200, self.describe(snapshot))
+        order = self._orders.get(order_id) if isinstance(order_id, str) else None
+        if order is None:
+            raise ApiError(404, f"order {order_id!r} not found")
+        order.base_index = self.statuses.index(status)
+        order.anchor, order.anchor_wall = time.monotonic(), time.time()
+        order.cancelled_at = None  # forced on: a cancelled order is no longer cancelled
+        return json_response(200, self.describe(self._snapshot(order, order.anchor)))
 
+    # Webhooks: a task on the server's loop looks for changes every tick and POSTs them one by one.
 
-# --- HTTP server -------------------------------------------------------------------------------
+    def _webhook_target(self, environ: Mapping[str, str]) -> tuple[str | None, str]:
+        """``<NAME>_WEBHOOK_URL`` (None: no webhooks) and ``<NAME>_WEBHOOK_SECRET``."""
+        if not self.pushes_webhooks:
+            return None, ""
+        url_variable = f"{self.name.upper()}_WEBHOOK_URL"
+        url = environ.get(url_variable, "").strip() or None
+        if url and urlsplit(url).scheme not in {"http", "https"}:
+            raise ConfigError(f"{url_variable}={url!r}: must be an http(s) URL")
+        return url, environ.get(f"{self.name.upper()}_WEBHOOK_SECRET", "")
 
+    async def _webhook_sender(self, app: web.Application) -> AsyncIterator[None]:
+        """Runs the webhook task while the application runs (an ``aiohttp`` cleanup context)."""
+        prefix = self.name.upper()
+        if not self._webhook_url:
+            self.log.info("%s_WEBHOOK_URL is not set: no webhooks", prefix)
+            yield
+            return
+        if not self._webhook_secret:
+            self.log.warning("%s_WEBHOOK_SECRET is empty: webhooks are signed with an empty key", prefix)
+        task = asyncio.create_task(self._send_changes_forever(), name=f"{self.name}-webhooks")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
-class BadRequest(Exception):
-    """The request itself (line, headers or body framing) is unusable: answer and close the connection."""
+    async def _send_changes_forever(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)
+        headers = {"User-Agent": f"{self.name}-simulator"}
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            while True:
+                await asyncio.sleep(self._tick_seconds())
+                try:
+                    for event in self._collect_changes():
+                        await self._dispatch(session, event)
+                except Exception:
+                    self.log.exception("webhook tick failed; carrying on")
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    def _tick_seconds(self) -> float:
+        return max(min(self._config["step_seconds"] / 4, MAX_TICK_SECONDS), MIN_TICK_SECONDS)
 
+    def _collect_changes(self) -> list[WebhookEvent]:
+        """One event per status an order reached since the last tick (the new one if it was forced back),
+        then one for its cancellation, if it was cancelled since."""
+        now = time.monotonic()
+        last = len(self.statuses) - 1
+        events = []
+        for order in self._orders.values():
+            snapshot = self._snapshot(order, now)
+            previous = self._notified.get(order.id, 0)
+            if snapshot.index != previous:
+                current = snapshot.index
+                reached = range(previous + 1, current + 1) if current > previous else [current]
+                for index in reached:
+                    events.append(WebhookEvent(self._snapshot_at(order, index, 0.0), final=index == last))
+                self._notified[order.id] = current
+            cancelled_at = order.cancelled_at
+            if cancelled_at is not None and self._notified_cancel.get(order.id) != cancelled_at:
+                self._notified_cancel[order.id] = cancelled_at
+                events.append(WebhookEvent(snapshot, final=True))
+        return events
 
-@dataclass(frozen=True)
-class RequestHead:
-    method: str
-    target: str
-    keep_alive: bool
-    headers: Headers
+    async def _dispatch(self, session: aiohttp.ClientSession, event: WebhookEvent) -> None:
+        """Sends ``event``; with webhook_out_of_order, holds a non-final one until the order's next."""
+        order_id = event.snapshot.id
+        if order_id not in self._orders:  # forgotten by a reset since it was collected
+            return
+        config = self.config
+        held = self._held.pop(order_id, None)
+        if held is None and config["webhook_out_of_order"] and not event.final:
+            self._held[order_id] = event
+            self._count_fault("webhook_out_of_order")
+            return
+        await self._deliver(session, event, config)
+        if held is not None:
+            await self._deliver(session, held, config)
 
+    async def _deliver(
+        self, session: aiohttp.ClientSession, event: WebhookEvent, config: Mapping[str, Any]
+    ) -> None:
+        body = json.dumps(self.webhook_payload(event)).encode("utf-8")
+        secret = self._webhook_secret
+        if self._fault("webhook_bad_signature", config["webhook_bad_signature_rate"]):
+            secret += "-not-the-secret"
+        headers = {"Content-Type": "application/json", **self.webhook_headers(body, secret)}
+        copies = 2 if self._fault("webhook_duplicate", config["webhook_duplicate_rate"]) else 1
+        for _ in range(copies):
+            await self._post(session, event, body, headers)
 
-class SimulatorServer:
-    """HTTP/1.1 with keep-alive, every connection a coroutine on one event loop.
-
-    One loop instead of a thread per connection: a request costs a fraction of the CPU (no GIL
-    hand-offs between threads), and injected delays (latency, timeout faults) are timers, so hundreds
-    of connections can wait at once. Only what the simulators need: Content-Length bodies (chunked
-    ones are refused with 411), ``Expect: 100-continue``, errors as JSON.
-    """
-
-    def __init__(self, simulator: ProviderSimulator) -> None:
-        self.simulator = simulator
-        self._connections: set[asyncio.Task[None]] = set()
-        self._date = (0, "")
-
-    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            # headers and body go out in one write, but don't let a later small answer wait for ACKs
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            while await self._serve_one(reader, writer):
-                pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            log.debug("client %s went away", writer.get_extra_info("peername"))
-        except asyncio.CancelledError:
-            pass  # shutting down
-        except Exception:
-            log.exception("error while serving %s", writer.get_extra_info("peername"))
-        finally:
-            self._connections.discard(task)
-            writer.close()
-
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        """Reads one request and answers it. False when the connection is to be closed."""
-        try:
-            async with asyncio.timeout(IDLE_CONNECTION_SECONDS):
-                raw_head = await reader.readuntil(b"\r\n\r\n")
-        except (TimeoutError, asyncio.IncompleteReadError):
-            return False  # idle, or closed between requests
-        except asyncio.LimitOverrunError:
-            await self._send_error(writer, "", BadRequest(431, "request line and headers are too long"))
-            return False
-        started = time.monotonic()
-        simulator = self.simulator
-        try:
-            head = parse_request_head(raw_head)
-        except BadRequest as exc:
-            await self._send_error(writer, raw_head.split(b"\r\n", 1)[0].decode("latin-1"), exc)
-            return False
-        keep_alive = head.keep_alive
-        try:
-            if head.method not in SERVED_METHODS:
-                raise BadRequest(501, f"Unsupported method ({head.method!r})")
-            body = await self._read_body(reader, writer, head.headers)
-            request = Request(head.method, urlsplit(head.target).path, head.headers, body)
-        except BadRequest as exc:
-            keep_alive = False
-            response = error_response(exc.status, exc.message)
-        else:
+    async def _post(
+        self, session: aiohttp.ClientSession, event: WebhookEvent, body: bytes, headers: dict[str, str]
+    ) -> None:
+        """POSTs one webhook, retrying network errors, 429 and 5xx a couple of times."""
+        assert self._webhook_url is not None
+        order_id, status = event.snapshot.id, event.snapshot.status
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
             try:
-                response = await simulator.handle(request)
-            except Exception:
-                simulator.log.exception("failed to handle %s %s", head.method, head.target)
-                response = error_response(500, "internal simulator error")
-        writer.write(self._encode(response, keep_alive, with_body=head.method != "HEAD"))
-        await writer.drain()
-        elapsed_ms = (time.monotonic() - started) * 1000
-        simulator.log.info("%s %s %d %.1fms", head.method, head.target, response.status, elapsed_ms)
-        return keep_alive
-
-    async def _read_body(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, headers: Headers
-    ) -> bytes:
-        if "chunked" in headers.get("Transfer-Encoding", "").lower():
-            raise BadRequest(411, "chunked bodies are not supported: send Content-Length")
-        raw_length = headers.get("Content-Length")
-        if raw_length is None:
-            return b""
-        try:
-            length = int(raw_length)
-        except ValueError:
-            raise BadRequest(400, "invalid Content-Length") from None
-        if length < 0:
-            raise BadRequest(400, "invalid Content-Length")
-        if length > MAX_BODY_BYTES:
-            raise BadRequest(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
-        if headers.get("Expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return await reader.readexactly(length)
-
-    async def _send_error(self, writer: asyncio.StreamWriter, request_line: str, exc: BadRequest) -> None:
-        """Errors in the request's framing, answered as JSON on a connection that then closes."""
-        writer.write(self._encode(error_response(exc.status, exc.message), keep_alive=False, with_body=True))
-        await writer.drain()
-        log.warning("%r answered %d %s", request_line, exc.status, exc.message)
-
-    def _encode(self, response: Response, keep_alive: bool, *, with_body: bool) -> bytes:
-        try:
-            phrase = HTTPStatus(response.status).phrase
-        except ValueError:
-            phrase = ""
-        lines = [
-            f"HTTP/1.1 {response.status} {phrase}",
-            f"Server: {self.simulator.name}-simulator",
-            f"Date: {self._http_date()}",
-            f"Content-Type: {response.content_type}",
-            f"Content-Length: {len(response.body)}",
-        ]
-        lines.extend(f"{name}: {value}" for name, value in response.headers.items())
-        if not keep_alive:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return head + response.body if with_body else head
-
-    def _http_date(self) -> str:
-        """The Date header, formatted once a second rather than once a request."""
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, formatdate(now, usegmt=True))
-        return self._date[1]
-
-    async def close_connections(self) -> None:
-        """Cancels every open connection, including requests still waiting out an injected delay."""
-        tasks = list(self._connections)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def parse_request_head(raw: bytes) -> RequestHead:
-    """The request line and headers (``raw`` ends with the blank line); BadRequest when malformed."""
-    lines = raw[:-4].decode("latin-1").split("\r\n")
-    words = lines[0].split()
-    if len(words) != 3:
-        raise BadRequest(400, f"Bad request syntax ({lines[0]!r})")
-    method, target, version = words
-    try:
-        if not version.startswith("HTTP/"):
-            raise ValueError(version)
-        major, minor = (int(part) for part in version[5:].split("."))
-    except ValueError:
-        raise BadRequest(400, f"Bad request version ({version!r})") from None
-    if major != 1:
-        raise BadRequest(505, f"Invalid HTTP version ({version})")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise BadRequest(431, "Too many headers")
-    headers = Headers()
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise BadRequest(400, f"Bad header line ({line[:80]!r})")
-        headers.setdefault(name.lower(), value.strip())
-    connection = headers.get("Connection", "").lower()
-    keep_alive = minor >= 1 if connection not in {"close", "keep-alive"} else connection == "keep-alive"
-    return RequestHead(method, target, keep_alive, headers)
+                async with session.post(self._webhook_url, data=body, headers=headers) as response:
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem, retryable = f"{type(exc).__name__}: {exc}", True
+            else:
+                if 200 <= response.status < 300:
+                    self._stats.webhooks_sent += 1
+                    self.log.info("webhook %s %s -> %d", order_id, status, response.status)
+                    return
+                problem = f"HTTP {response.status}"
+                retryable = response.status == 429 or response.status >= 500
+            self.log.warning(
+                "webhook %s %s attempt %d/%d failed: %s", order_id, status, attempt, WEBHOOK_ATTEMPTS, problem
+            )
+            if not retryable or attempt == WEBHOOK_ATTEMPTS:
+                break
+            await asyncio.sleep(WEBHOOK_RETRY_DELAY_SECONDS * attempt)
+        self._stats.webhooks_failed += 1
+        self.log.error("gave up on webhook %s for %s %s", event.event_id, order_id, status)
 
 
 # --- Process entry point -----------------------------------------------------------------------
@@ -817,20 +800,25 @@ def run(simulator_class: type[ProviderSimulator], argv: Sequence[str] | None = N
 
 
 async def _serve(simulator: ProviderSimulator, host: str, port: int) -> int:
-    server = SimulatorServer(simulator)
+    # access_log=None: the middleware logs each request's line itself.
+    runner = web.AppRunner(
+        simulator.make_app(),
+        access_log=None,
+        keepalive_timeout=IDLE_CONNECTION_SECONDS,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+    )
+    await runner.setup()
     try:
-        listener = await asyncio.start_server(
-            server.serve_connection, host, port, backlog=1024, limit=MAX_HEAD_BYTES
-        )
+        await web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG).start()
     except OSError as exc:
         simulator.log.error("cannot listen on %s:%s: %s", host, port, exc)
+        await runner.cleanup()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, simulator, signum, stop)
-    simulator.start_background()
-    bound_host, bound_port = listener.sockets[0].getsockname()[:2]
+    bound_host, bound_port = runner.addresses[0][:2]
     simulator.log.info(
         "listening on http://%s:%s, config %s, auth %s",
         bound_host,
@@ -839,10 +827,7 @@ async def _serve(simulator: ProviderSimulator, host: str, port: int) -> int:
         "on" if simulator.auth_required else "off",
     )
     await stop.wait()
-    listener.close()
-    await server.close_connections()
-    await listener.wait_closed()
-    simulator.stop_background()
+    await runner.cleanup()
     simulator.log.info("stopped")
     return 0
 
@@ -857,4 +842,3 @@ def _configure_logging(level_name: str) -> None:
     if not isinstance(level, int):
         raise ConfigError(f"SIM_LOG_LEVEL={level_name!r}: must be DEBUG, INFO, WARNING or ERROR")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))  # Bueno logs its own webhook lines

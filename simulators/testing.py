@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST_STEP_SECONDS = 0.1
 STARTUP_SECONDS = 10.0
 WEBHOOK_SECRET = "test-webhook-secret"
+PROVIDERS = ("melange", "bueno", "uklon", "raketa")
+# Where a simulator that pushes webhooks sends them, and their key: never inherited from this process.
+WEBHOOK_VARIABLES = frozenset(
+    f"{provider.upper()}_WEBHOOK_{suffix}" for provider in PROVIDERS for suffix in ("URL", "SECRET")
+)
 T = TypeVar("T")
 
 
@@ -41,9 +46,22 @@ def free_port() -> int:
 
 
 def simulator_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without any simulator settings, plus ``overrides``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("SIM_", "BUENO_WEBHOOK_"))}
+    """This process's environment without any simulator settings, with ``PYTHONPATH`` to find orders.geo,
+    plus ``overrides``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SIM_") and key not in WEBHOOK_VARIABLES
+    }
+    env["PYTHONPATH"] = python_path(env)
     return {**env, "PYTHONUNBUFFERED": "1", "SIM_STEP_SECONDS": str(FAST_STEP_SECONDS), **overrides}
+
+
+def python_path(env: dict[str, str]) -> str:
+    """``PYTHONPATH`` for a simulator process: backend/ (the simulators import orders.geo) and the repo
+    root first, then the other entries ``env`` had."""
+    entries = [str(ROOT / "backend"), str(ROOT), *env.get("PYTHONPATH", "").split(os.pathsep)]
+    return os.pathsep.join(dict.fromkeys(entry for entry in entries if entry))
 
 
 @dataclass
@@ -86,10 +104,12 @@ class Simulator:
 def start_simulator(
     provider: str, env: dict[str, str], log_dir: Path, args: list[str] | None = None, port: int | None = None
 ) -> Simulator:
-    """Starts ``python -m simulators.<provider>`` and waits for ``/_sim/health``.
+    """Starts ``python -m simulators.<provider>`` (one of PROVIDERS) and waits for ``/_sim/health``.
 
     With ``args`` None the port is passed as ``--port``; a port someone else grabbed is retried.
     """
+    if provider not in PROVIDERS:
+        raise ValueError(f"no simulator {provider!r}; there are {PROVIDERS}")
     for _ in range(3):
         chosen_port = port or free_port()
         command_args = ["--host", "127.0.0.1", "--port", str(chosen_port)] if args is None else args
@@ -98,7 +118,7 @@ def start_simulator(
             process = subprocess.Popen(
                 [sys.executable, "-m", f"simulators.{provider}", *command_args],
                 cwd=ROOT,
-                env=env,
+                env={**env, "PYTHONPATH": python_path(env)},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )

@@ -5,11 +5,18 @@ A driver is assigned when the order reaches ``delivery``; during ``delivery`` th
 the route from the pickup addresses to the dropoff (the last address), and rests there once delivered.
 """
 
-import hashlib
 from typing import Any
 
-from simulators.base import ApiError, ProviderSimulator, Snapshot, require_list, require_text, run
-from simulators.geo import Point, address_to_point, point_along
+from orders.geo import Point, geocode, point_along
+from simulators.base import (
+    ApiError,
+    ProviderSimulator,
+    Snapshot,
+    require_list,
+    require_text,
+    run,
+    stable_index,
+)
 
 NOT_STARTED, DELIVERY, DELIVERED = "not started", "delivery", "delivered"
 WAYPOINTS_PER_STEP = 10  # the location changes this many times while in ``delivery``
@@ -27,21 +34,29 @@ DRIVER_NAMES = (
 )
 
 
-def driver_for(order_id: str) -> dict[str, str]:
-    """The driver of an order: always the same one for the same id."""
-    number = int.from_bytes(hashlib.sha256(order_id.encode("utf-8")).digest()[:8], "big")
-    index = number % len(DRIVER_NAMES)
+def driver_at(index: int) -> dict[str, str]:
+    """Driver number ``index`` (from 0) of the fleet."""
     return {"id": f"drv_{index + 1}", "name": DRIVER_NAMES[index], "phone": f"+3806700000{index + 1:02d}"}
 
 
+def driver_for(order_id: str) -> dict[str, str]:
+    """The driver of an order: always the same one for the same id."""
+    return driver_at(stable_index(order_id, len(DRIVER_NAMES)))
+
+
+def position_on_route(addresses: list[str], progress: float) -> Point:
+    """Where a courier ``progress`` (0..1) of the way from the first address to the last is, in whole
+    waypoints, so that a map that polls sees it jump from one to the next."""
+    route = [geocode(address) for address in addresses]
+    return point_along(route, int(progress * WAYPOINTS_PER_STEP) / WAYPOINTS_PER_STEP)
+
+
 def location_for(addresses: list[str], status: str, progress: float) -> Point | None:
-    """Where the courier is: nowhere yet, on the way (in whole waypoints), or at the dropoff."""
-    route = [address_to_point(address) for address in addresses]
+    """Where the driver is: nowhere yet, on the way, or at the dropoff (the last address)."""
     if status == DELIVERY:
-        waypoint = int(progress * WAYPOINTS_PER_STEP) / WAYPOINTS_PER_STEP
-        return point_along(route, waypoint)
+        return position_on_route(addresses, progress)
     if status == DELIVERED:
-        return route[-1]
+        return geocode(addresses[-1])
     return None
 
 

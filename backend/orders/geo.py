@@ -1,18 +1,25 @@
-"""Map coordinates of addresses for the dashboard.
+"""Map coordinates of addresses for the dashboard, and positions along a route.
 
 A stand-in for a geocoding service: a deterministic hash of the address text mapped into Kyiv. The
-provider simulators place their couriers with the same function (simulators/geo.py, kept in step by
-orders/tests/test_geo.py), so the dashboard shows restaurants and customers where the simulated
-couriers drive. A deployment with real providers replaces this module with calls to its geocoder.
+provider simulators import this module to place their couriers (the backend owns coordinates and never
+imports the simulators), so the dashboard shows restaurants and customers where the simulated couriers
+drive. A deployment with real providers replaces this module with calls to its geocoder. Standard library
+only: the simulators run without Django.
 """
 
 import hashlib
+import math
+from collections.abc import Sequence
 from functools import lru_cache
+
+Point = tuple[float, float]  # (lat, lng)
 
 # Kyiv's rough bounding box: every address lands inside it.
 LAT_RANGE = (50.38, 50.52)
 LNG_RANGE = (30.40, 30.65)
 _PRECISION = 6
+# A degree of longitude is shorter than a degree of latitude this far north.
+_LNG_SCALE = math.cos(math.radians(sum(LAT_RANGE) / 2))
 
 
 @lru_cache(maxsize=4096)
@@ -26,6 +33,32 @@ def geocode(address: str) -> tuple[float, float]:
     )
 
 
+def point_along(points: Sequence[Point], fraction: float) -> Point:
+    """The point at ``fraction`` (0..1) of the way along the polyline through ``points``."""
+    if not points:
+        raise ValueError("a polyline needs at least one point")
+    if fraction >= 1.0:
+        return points[-1]
+    fraction = max(fraction, 0.0)
+    legs = list(zip(points, points[1:], strict=False))
+    lengths = [_distance(start, end) for start, end in legs]
+    remaining = fraction * sum(lengths)
+    for (start, end), length in zip(legs, lengths, strict=True):
+        if remaining <= length and length > 0:
+            share = remaining / length
+            return (
+                round(start[0] + (end[0] - start[0]) * share, _PRECISION),
+                round(start[1] + (end[1] - start[1]) * share, _PRECISION),
+            )
+        remaining -= length
+    return points[-1]
+
+
 def _scale(value: int, bounds: tuple[float, float]) -> float:
     low, high = bounds
     return round(low + (value / 2**64) * (high - low), _PRECISION)
+
+
+def _distance(start: Point, end: Point) -> float:
+    """Straight-line length in degrees of latitude, longitude scaled to match."""
+    return math.hypot(end[0] - start[0], (end[1] - start[1]) * _LNG_SCALE)

@@ -85,9 +85,11 @@ class Delivery:
 
 
 class WebhookReceiver:
-    """A small HTTP server standing in for the backend's webhook endpoint."""
+    """A small HTTP server standing in for the backend's webhook endpoint of one provider, whose bodies
+    name the order in ``id_key``."""
 
-    def __init__(self) -> None:
+    def __init__(self, provider: str = "bueno", id_key: str = "id") -> None:
+        self.id_key = id_key
         self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
         self._failures_left = 0
@@ -108,7 +110,7 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/bueno"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/{provider}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -130,7 +132,7 @@ class WebhookReceiver:
 
     def deliveries_for(self, order_id: str) -> list[Delivery]:
         with self._lock:
-            return [delivery for delivery in self._deliveries if delivery.payload["id"] == order_id]
+            return [delivery for delivery in self._deliveries if delivery.payload[self.id_key] == order_id]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -158,3 +160,26 @@ def bueno(bueno_process: Simulator, webhook_receiver: WebhookReceiver) -> Simula
     bueno_process.restore()
     webhook_receiver.clear()
     return bueno_process
+
+
+@pytest.fixture(scope="module")
+def raketa_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver("raketa", id_key="delivery_id")
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def raketa_process(
+    tmp_path_factory: pytest.TempPathFactory, raketa_receiver: WebhookReceiver
+) -> Iterator[Simulator]:
+    env = simulator_env(RAKETA_WEBHOOK_URL=raketa_receiver.url, RAKETA_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    with running("raketa", env, tmp_path_factory.mktemp("raketa")) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def raketa(raketa_process: Simulator, raketa_receiver: WebhookReceiver) -> Simulator:
+    raketa_process.restore()
+    raketa_receiver.clear()
+    return raketa_process

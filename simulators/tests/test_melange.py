@@ -76,6 +76,17 @@ def test_malformed_json_is_400(melange: Simulator, raw: bytes) -> None:
     assert response.json()["error"]
 
 
+def test_bodies_over_a_megabyte_are_413_json(melange: Simulator) -> None:
+    raw = b'{"order": "' + b"x" * 1_000_001 + b'"}'
+    declared = melange.client.post("/api/orders", content=raw, headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413
+    assert declared.json()["error"]
+    chunked = melange.client.post("/api/orders", content=iter([raw[:500_000], raw[500_000:]]))
+    assert chunked.status_code == 413
+    assert chunked.json()["error"]
+    assert melange.stats()["creates"] == 0
+
+
 def test_unknown_path_is_404_and_wrong_method_405(melange: Simulator) -> None:
     assert melange.client.get("/nowhere").status_code == 404
     assert melange.client.get("/_sim/nowhere").status_code == 404

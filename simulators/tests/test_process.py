@@ -1,12 +1,15 @@
 """Start-up from the environment, auth, signals: each test runs its own simulator process."""
 
+import re
 import signal
 import subprocess
 import sys
+import time
 
+import httpx
 import pytest
 
-from simulators.tests.conftest import ROOT, Launch, free_port, simulator_env, wait_until
+from simulators.tests.conftest import ROOT, Launch, free_port, simulator_env, stop_process, wait_until
 
 ORDER = {"order": [{"dish": "borscht", "quantity": 1}]}
 
@@ -73,6 +76,36 @@ def test_sigterm_and_sigint_stop_cleanly(launch: Launch) -> None:
         simulator.process.send_signal(signum)
         assert simulator.process.wait(timeout=5) == 0
         assert "stopped" in simulator.log_text()
+
+
+def test_port_0_picks_a_free_port_and_logs_it(tmp_path) -> None:
+    log_path = tmp_path / "melange.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simulators.melange", "--port", "0"],
+            cwd=ROOT,
+            env=simulator_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        found = wait_until(lambda: re.search(r"listening on http://127\.0\.0\.1:(\d+)", log_path.read_text()))
+        port = int(found.group(1))
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/_sim/health").json() == {"ok": True, "provider": "melange"}
+    finally:
+        stop_process(process)
+    assert process.returncode == 0
+
+
+def test_sigterm_does_not_wait_for_a_hanging_request(launch: Launch) -> None:
+    melange = launch("melange", SIM_TIMEOUT_RATE="1", SIM_TIMEOUT_SECONDS="60")
+    with pytest.raises(httpx.ReadTimeout):
+        melange.client.get("/api/orders/x", timeout=0.3)
+    started = time.monotonic()
+    melange.process.send_signal(signal.SIGTERM)
+    assert melange.process.wait(timeout=5) == 0
+    assert time.monotonic() - started < 3
 
 
 def test_same_seed_gives_the_same_faults(launch: Launch) -> None:

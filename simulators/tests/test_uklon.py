@@ -1,8 +1,8 @@
-"""Uklon: drivers, a moving location, and the deterministic coordinates behind it."""
+"""Uklon: drivers and a moving location (coordinates: orders.geo, tested in orders/tests/test_geo.py)."""
 
 import pytest
 
-from simulators.geo import LAT_RANGE, LNG_RANGE, address_to_point, point_along
+from orders.geo import geocode
 from simulators.tests.conftest import Simulator, wait_until
 from simulators.uklon import driver_for
 
@@ -50,11 +50,11 @@ def test_location_moves_during_delivery_and_ends_at_the_dropoff(uklon: Simulator
     wait_until(delivered, interval=0.02)
     on_the_way = [body for body in seen if body["status"] == "delivery"]
     locations = [tuple(body["location"]) for body in on_the_way]
-    assert locations[0] == address_to_point(PICKUP)
+    assert locations[0] == geocode(PICKUP)
     assert len(set(locations)) >= 3, "the courier should visibly move"
     assert all(body["driver"] == driver_for(order_id) for body in on_the_way)
     final = seen[-1]
-    assert tuple(final["location"]) == address_to_point(DROPOFF)
+    assert tuple(final["location"]) == geocode(DROPOFF)
     assert final["driver"] == driver_for(order_id)
 
 
@@ -73,7 +73,7 @@ def test_idempotent_replay_shows_the_current_driver(uklon: Simulator) -> None:
     assert again.json() == {
         "id": first["id"],
         "status": "delivery",
-        "location": list(address_to_point(PICKUP)),
+        "location": list(geocode(PICKUP)),
         "driver": driver_for(first["id"]),
     }
 
@@ -98,24 +98,3 @@ def test_driver_is_deterministic_and_complete() -> None:
     assert driver == driver_for("ukl_1")
     assert set(driver) == {"id", "name", "phone"}
     assert driver["phone"].startswith("+380")
-
-
-def test_address_to_point_is_deterministic_and_inside_kyiv() -> None:
-    point = address_to_point(PICKUP)
-    assert point == address_to_point("  khreshchatyk st,   22, KYIV ")
-    assert point != address_to_point(DROPOFF)
-    for address in (PICKUP, DROPOFF, "", "вул. Хрещатик, 1"):
-        lat, lng = address_to_point(address)
-        assert LAT_RANGE[0] <= lat <= LAT_RANGE[1]
-        assert LNG_RANGE[0] <= lng <= LNG_RANGE[1]
-
-
-def test_point_along_walks_the_polyline() -> None:
-    route = [(50.40, 30.40), (50.40, 30.50), (50.50, 30.50)]
-    assert point_along(route, 0) == route[0]
-    assert point_along(route, 1) == route[-1]
-    middle = point_along(route, 0.5)
-    assert route[0][0] <= middle[0] <= route[-1][0]
-    assert point_along([(50.45, 30.5)], 0.3) == (50.45, 30.5)
-    with pytest.raises(ValueError):
-        point_along([], 0.5)
