@@ -231,7 +231,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.high = snapshot.seq
         self.filter_upto = max([snapshot.seq, *snapshot.order_seqs.values()])
         for text in snapshot.texts:
-            await self.send(text_data=text)
+            await self._send(text)
         # Events released after the snapshot was read (it may be shared and a moment old).
         await self._resume(snapshot.seq, quiet=True)
 
@@ -264,7 +264,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.live = True  # no await since the loop's check: no batch can slip in between
         if self.held_locations:
             couriers, self.held_locations = list(self.held_locations.values()), {}
-            await self.send(text_data=payloads.dumps({"type": "locations", "couriers": couriers}))
+            await self._send(payloads.dumps({"type": "locations", "couriers": couriers}))
 
     # --- live batches from the process's hub --------------------------------------------------------------
 
@@ -306,8 +306,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._send_events(texts)
 
     async def _send(self, text: str) -> None:
-        """Send a frame from the hub. A client that just left is not an error (disconnect() comes next); a
-        frame that could not be sent is a gap, so the client is told to resume (4503) rather than go on."""
+        """Send a frame of the stream (snapshot, replay, hub batch). A client that just left, even while its
+        snapshot is being sent, is not an error (disconnect() comes next); a frame that could not be sent is
+        a gap, so the client is told to resume (4503) rather than go on."""
         try:
             await self.send(text_data=text)
         except Disconnected:

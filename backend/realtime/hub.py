@@ -2,14 +2,16 @@
 
 Why not let every socket join its groups in the channel layer: with the pub/sub layer each socket then
 gets its own copy of every group message, decodes it (msgpack), is dispatched through Channels (which
-hops to a worker thread per message to close old database connections) and builds its own frame. At
-500 operator sockets that per-socket work capped one web process at ~2,500 frames/s.
+hops to a worker thread per message to close old database connections) and builds its own frame, work
+that grows with the number of sockets and caps what one web process can send.
 
 Here the process subscribes once per group, decodes each message once, and every flush interval
-(REALTIME_FLUSH_MS) turns what arrived for a group into one batch: the events in seq order and the
-frame text, built once and handed as it is to every local socket of the group. The relay publishes in
-seq order, so a group's batches follow each other in seq order. A socket that is still taking its
-snapshot or replay holds the batches and filters them itself (`LiveConsumer.take_events`).
+(REALTIME_FLUSH_MS) turns what arrived for a group into one batch: the events in seq order, each seq
+once, and the frame text, built once and handed as it is to every local socket of the group. The relay
+publishes in seq order, so a group's batches follow each other in seq order; a batch it publishes again
+(a retry, a relay taking over) may repeat seqs of an earlier batch, which each socket drops by its
+highest seq sent. A socket that is still taking its snapshot or replay holds the batches and filters
+them itself (`LiveConsumer.take_events`).
 """
 
 import asyncio
@@ -31,7 +33,7 @@ EventItem = tuple[int, int, str]  # (seq, order id, the event as JSON text), as 
 
 @dataclass(frozen=True, slots=True)
 class EventBatch:
-    items: list[EventItem]  # seq ascending
+    items: list[EventItem]  # seq ascending, each seq once
     text: str  # the whole `events` frame, shared by every socket that takes the batch unfiltered
 
     @property
@@ -139,8 +141,7 @@ class Hub:
             locations, group.locations = group.locations, {}
             members = list(group.members)
             if events:
-                events.sort()  # in seq order already, unless a relay took over and republished
-                for batch in _batches(events):  # several frames only past payloads.MAX_FRAME_BYTES
+                for batch in _batches(_by_seq(events)):  # several frames only past payloads.MAX_FRAME_BYTES
                     for member in members:
                         await self._deliver(member.take_events(batch), group)
             if locations:
@@ -155,6 +156,18 @@ class Hub:
             await delivery
         except Exception:  # one broken socket must not starve the others
             logger.exception("Could not deliver to a member of %s", group.name)
+
+
+def _by_seq(events: list[EventItem]) -> list[EventItem]:
+    """The events of one flush in seq order, each seq once (the first copy that arrived).
+
+    They arrive in seq order, each once, unless the relay published a batch again within the flush
+    interval (a retry after a group failed, a relay taking over): the shared frame must not repeat it.
+    """
+    unique: dict[int, EventItem] = {}
+    for item in events:
+        unique.setdefault(item[0], item)
+    return sorted(unique.values(), key=lambda item: item[0])
 
 
 def _batches(events: list[EventItem]) -> list[EventBatch]:

@@ -8,15 +8,30 @@ as if nothing had happened, a gap in their stream that nobody notices.
 This layer sends every local channel that was subscribed a `layer.interrupted` message when the
 connection fails and again when it is back. Consumers answer by closing with 4503 (consumers.CLOSE_RESUME);
 clients reconnect with `?after=<last seq>` and the missed events are replayed from PostgreSQL.
+
+Private internals this module relies on, because no public interface reaches the subscription's
+connection: channels_redis documents `on_disconnect` / `on_reconnect` options for this layer, but since
+4.0 it stores them and never calls them (django/channels_redis#406), and it builds its redis-py PubSub
+itself. Used, as of channels_redis 4.3.0 and redis-py 8.1.0:
+- channels_redis.pubsub.RedisPubSubChannelLayer._get_layer(): called through super(); the per-loop
+  RedisPubSubLoopLayer it returns has its `_shards` replaced by ours before their first use (a shard
+  connects lazily), and its `channels` (channel name → queue) receive the notice;
+- channels_redis.pubsub.RedisSingleShardConnection(host, channel_layer): `_ensure_redis()` is overridden
+  to put our PubSub in `_pubsub`, built on the pool of the `_redis` client it has just made;
+  `_subscribed_to` names the channels whose subscription went through the shard;
+- redis.asyncio.client.PubSub: `_reconnect(conn, error, ...)` is overridden (redis-py calls it when a
+  command or a read on the subscription failed, before reconnecting), and `on_connect(connection)`, the
+  connect callback in which it resubscribes.
+pyproject.toml pins channels-redis to that exact release. backend/realtime/tests/test_layers.py fails
+when the installed version, a signature, an attribute or the source of any method named here changes
+(redis-py's included), and test_redis_restart.py checks the behaviour end to end on a restarted Redis.
 """
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from channels_redis import pubsub
-from channels_redis.utils import _wrap_close
 from redis.asyncio.client import PubSub
 
 logger = logging.getLogger(__name__)
@@ -65,19 +80,12 @@ class _Shard(pubsub.RedisSingleShardConnection):
             layer.channels[name].put_nowait(message)
 
 
-class _LoopLayer(pubsub.RedisPubSubLoopLayer):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._shards = [_Shard(shard.host, self) for shard in self._shards]
-
-
 class RedisPubSubChannelLayer(pubsub.RedisPubSubChannelLayer):
     """channels_redis.pubsub.RedisPubSubChannelLayer whose consumers hear about lost subscriptions."""
 
-    def _get_layer(self) -> _LoopLayer:
-        loop = asyncio.get_running_loop()
-        layer = self._layers.get(loop)
-        if layer is None:
-            layer = self._layers[loop] = _LoopLayer(*self._args, **self._kwargs, channel_layer=self)
-            _wrap_close(self, loop)
+    def _get_layer(self) -> pubsub.RedisPubSubLoopLayer:
+        layer = super()._get_layer()
+        if not all(isinstance(shard, _Shard) for shard in layer._shards):
+            # Just built for this event loop: no shard has connected yet.
+            layer._shards = [_Shard(shard.host, layer) for shard in layer._shards]
         return layer
