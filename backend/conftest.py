@@ -134,13 +134,14 @@ def unused_tcp_port() -> int:
 # --- the provider pipeline: real simulators, Celery worker and beat ------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
-PROVIDER_NAMES = ("melange", "bueno", "uklon")
+PROVIDER_NAMES = ("melange", "bueno", "uklon", "raketa")
 FAST_STEP_SECONDS = "0.2"
 
 
 @pytest.fixture(scope="session")
 def simulator_processes(live_server, tmp_path_factory) -> Iterator[dict[str, Simulator]]:
-    """Melange, Bueno and Uklon as real processes; Bueno posts its webhooks to the live test server."""
+    """Every provider's simulator as a real process; those that push webhooks post them to the live test
+    server."""
     log_dir = tmp_path_factory.mktemp("simulators")
     started: dict[str, Simulator] = {}
     try:
@@ -148,11 +149,10 @@ def simulator_processes(live_server, tmp_path_factory) -> Iterator[dict[str, Sim
             env = simulator_env(
                 SIM_STEP_SECONDS=FAST_STEP_SECONDS, SIM_API_KEY=django_settings.PROVIDERS[name]["api_key"]
             )
-            if name == "bueno":
-                env.update(
-                    BUENO_WEBHOOK_URL=f"{live_server.url}/webhooks/bueno/",
-                    BUENO_WEBHOOK_SECRET=django_settings.BUENO_WEBHOOK_SECRET,
-                )
+            secret = django_settings.PROVIDERS[name]["webhook_secret"]
+            if secret:  # a provider that pushes webhooks
+                env[f"{name.upper()}_WEBHOOK_URL"] = f"{live_server.url}/webhooks/{name}/"
+                env[f"{name.upper()}_WEBHOOK_SECRET"] = secret
             started[name] = start_simulator(name, env, log_dir)
         yield started
     finally:

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psutil
+from dotenv import dotenv_values
 
 logger = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -79,7 +80,8 @@ def setup_django(database_suffix: str = "bench", **env: str) -> None:
     os.environ["LOG_LEVEL"] = "WARNING"
     # Production settings: DEBUG off (no query log, no debug cursor), so real secrets (core/settings.py
     # refuses .env.default's), and no redirect to https:// (the processes speak plain HTTP).
-    for name in ("SECRET_KEY", "MELANGE_API_KEY", "BUENO_API_KEY", "UKLON_API_KEY", "BUENO_WEBHOOK_SECRET"):
+    shipped = dotenv_values(REPO / ".env.default")
+    for name in ["SECRET_KEY"] + [key for key in shipped if key.endswith(("_API_KEY", "_WEBHOOK_SECRET"))]:
         os.environ[name] = secrets.token_urlsafe(50)
     os.environ["DEMO_PASSWORD"] = secrets.token_urlsafe(16)
     os.environ.update(DEBUG="false", SECURE_SSL_REDIRECT="false", ALLOWED_HOSTS="127.0.0.1,localhost")
@@ -276,7 +278,7 @@ def machine() -> dict:
         "celery",
         "redis",
         "psycopg2-binary",
-        "httpx",
+        "aiohttp",
     ]
     versions = {}
     for package in packages:

@@ -5,7 +5,7 @@
 Needs DATABASE_URL and REDIS_URL (`make bench` provides embedded ones); works in `<name>_bench`, emptied
 and re-seeded for every N, with Melange and Bueno started fresh as processes (SIM_LOG_LEVEL=WARNING: their
 per-request log line is not our cost) and reset between sizes. For each N it creates N orders with one
-kitchen leg each, half at each provider, then times two ticks of `orders.polling.poll_due_legs`:
+kitchen leg each, half at each provider, then times two ticks of `orders.sync.tick.poll_due_legs`:
 
 - the create tick: every leg is created at its provider and its first status applied (N status
   changes, N events; publishing them is the relay's work, in a process of its own, measured by
@@ -68,11 +68,12 @@ LOCK_TIMEOUT_MS = 10_000
 # py-spy frames that tell which part of the tick a sample belongs to, innermost first. Events are
 # published by the relay process (realtime.broadcast.publish_released), never inside a tick.
 PHASES = (
-    ("run (asyncio/runners.py", "provider calls"),  # the calls' coroutines run under the loop
+    # the calls' coroutines run on the provider loop's thread (orders.providers.http)
+    ("run_forever (asyncio/base_events.py", "provider calls"),
     ("legs_claim_due (", "claim"),
     ("load_jobs (", "load legs"),
     ("legs_reschedule (", "reschedule"),
-    ("_apply_answers (", "apply answers"),
+    ("_apply_results (", "apply answers"),
 )
 
 
@@ -138,7 +139,7 @@ def clean_state(simulators: dict[str, Any]) -> None:
     from django.core.management import call_command
 
     from orders.models import Leg
-    from orders.polling import status_cache_key
+    from orders.sync.answers import status_cache_key
 
     keys = [
         status_cache_key(p, e)
@@ -246,13 +247,13 @@ class Profiler:
 def measure(count: int, simulators: dict[str, Any], profiler: Profiler | None) -> dict[str, Any]:
     from django.utils import timezone
 
-    from orders import polling
     from orders.models import Leg
+    from orders.sync import tick
 
     clean_state(simulators)
     make_orders(count)
     logger.info("  %d legs due; create tick ...", count)
-    create = polling.poll_due_legs()
+    create = tick.poll_due_legs()
     logger.info(
         "  create tick %.2f s (%d created, %d failed); poll tick ...",
         create.seconds,
@@ -264,7 +265,7 @@ def measure(count: int, simulators: dict[str, Any], profiler: Profiler | None) -
         profiler or _nothing(),
         CpuMeter(simulators) as cpu,
     ):  # the meter inside: py-spy's start-up is not the tick's
-        poll = polling.poll_due_legs()
+        poll = tick.poll_due_legs()
     logger.info("  poll tick %.2f s (HTTP %.2f s), cpu %s", poll.seconds, poll.http_seconds, cpu.used)
     return {
         "legs": count,

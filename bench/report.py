@@ -27,6 +27,8 @@ from bench import common
 
 logger = logging.getLogger("bench.report")
 RESULTS_DIR = common.REPO / ".run" / "bench"
+# Before/after figures of past changes, written by hand when a change is measured; appended to the report.
+CHANGES = Path(__file__).with_name("changes.md")
 
 
 @dataclass
@@ -205,6 +207,7 @@ def render(report: dict) -> str:
     lines += _fanout_section(results.get("fanout"))
     lines += _idle_section(results.get("idle"))
     lines += _soak_section(results.get("soak"))
+    lines += ["", CHANGES.read_text().rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 

@@ -357,7 +357,7 @@ def start_simulators(stack: Stack, args: argparse.Namespace, web_port: int) -> d
         if name == "bueno":
             env.update(
                 BUENO_WEBHOOK_URL=f"http://127.0.0.1:{web_port}/webhooks/bueno/",
-                BUENO_WEBHOOK_SECRET=settings.BUENO_WEBHOOK_SECRET,
+                BUENO_WEBHOOK_SECRET=settings.PROVIDERS["bueno"]["webhook_secret"],
             )
         stack.simulators[name] = start_simulator(name, env, stack.work)
     return {f"{name.upper()}_URL": simulator.url for name, simulator in stack.simulators.items()}

@@ -35,7 +35,14 @@ SECRET_ALPHABET = string.ascii_letters + string.digits  # nothing that .env, URL
 SECRET_LENGTH = 50
 SECRET_KEY_MIN_LENGTH = 50  # what core/settings.py requires with DEBUG=false (Django's check --deploy rule)
 # Refused by core/settings.py with DEBUG=false when empty or left at .env.default's value
-REQUIRED_SECRETS = ("MELANGE_API_KEY", "BUENO_API_KEY", "UKLON_API_KEY", "BUENO_WEBHOOK_SECRET")
+REQUIRED_SECRETS = (
+    "MELANGE_API_KEY",
+    "BUENO_API_KEY",
+    "UKLON_API_KEY",
+    "RAKETA_API_KEY",
+    "BUENO_WEBHOOK_SECRET",
+    "RAKETA_WEBHOOK_SECRET",
+)
 HSTS_SECONDS = 365 * 24 * 3600
 LOOPBACK = re.compile(r"^(127\.|localhost$|::1$|\[::1\]$)")
 COMPUTED = (

@@ -6,6 +6,7 @@ Precedence: the process environment, then a local `.env` (git-ignored), then `.e
 
 import ipaddress
 import math
+import re
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +51,18 @@ def _ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValidationError(str(error)) from None
 
 
+def _provider_entry(text: str) -> tuple[str, str]:
+    """One PROVIDERS entry → (name, module): `melange` is orders.providers.melange; `acme.couriers.fast`
+    is that module, named `fast`."""
+    module = text.strip() if "." in text else f"orders.providers.{text.strip()}"
+    name = module.rpartition(".")[2]
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+        raise ImproperlyConfigured(
+            f"PROVIDERS entry {text!r}: a provider name is lowercase letters, digits, _"
+        )
+    return name, module
+
+
 try:
     DEBUG = env.bool("DEBUG")
     SECRET_KEY = env.str("SECRET_KEY")
@@ -76,28 +89,25 @@ try:
     CHANNEL_LAYER_URL = _url("CHANNEL_LAYER_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
     CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", validate=Length(min=1, max=64))
 
+    # The providers: each entry names a module in orders/providers/ (or, with a dot, a module anywhere)
+    # defining one Provider subclass, configured by <NAME>_URL, <NAME>_API_KEY and, when it pushes
+    # webhooks, <NAME>_WEBHOOK_SECRET.
     PROVIDERS = {
-        "melange": {
-            "client": "orders.providers.melange.MelangeClient",
-            "url": _url("MELANGE_URL", schemes=HTTP_SCHEMES),
-            "api_key": env.str("MELANGE_API_KEY"),
-        },
-        "bueno": {
-            "client": "orders.providers.bueno.BuenoClient",
-            "url": _url("BUENO_URL", schemes=HTTP_SCHEMES),
-            "api_key": env.str("BUENO_API_KEY"),
-        },
-        "uklon": {
-            "client": "orders.providers.uklon.UklonClient",
-            "url": _url("UKLON_URL", schemes=HTTP_SCHEMES),
-            "api_key": env.str("UKLON_API_KEY"),
-        },
+        name: {
+            "module": module,
+            "url": _url(f"{name.upper()}_URL", schemes=HTTP_SCHEMES),
+            "api_key": env.str(f"{name.upper()}_API_KEY", ""),
+            "webhook_secret": env.str(f"{name.upper()}_WEBHOOK_SECRET", ""),
+        }
+        for name, module in map(_provider_entry, env.list("PROVIDERS", validate=Length(min=1)))
     }
     DELIVERY_PROVIDER = env.str("DELIVERY_PROVIDER", validate=OneOf(list(PROVIDERS)))
-    BUENO_WEBHOOK_SECRET = env.str("BUENO_WEBHOOK_SECRET")
     _positive = Range(min=0, min_inclusive=False)
     PROVIDER_TIMEOUT_SECONDS = env.float("PROVIDER_TIMEOUT_SECONDS", validate=_positive)
     PROVIDER_CONCURRENCY = env.int("PROVIDER_CONCURRENCY", validate=Range(min=1, max=1000))
+    PROVIDER_MAX_ANSWER_BYTES = env.int(
+        "PROVIDER_MAX_ANSWER_BYTES", validate=Range(min=1024, max=64 * 1024 * 1024)
+    )
     PROVIDER_MAX_BACKOFF_SECONDS = env.float("PROVIDER_MAX_BACKOFF_SECONDS", validate=_positive)
     PROVIDER_FAILURE_DEADLINE_SECONDS = env.float("PROVIDER_FAILURE_DEADLINE_SECONDS", validate=_positive)
     POLL_INTERVAL_SECONDS = env.float("POLL_INTERVAL_SECONDS", validate=Range(min=0.1))
@@ -177,13 +187,12 @@ def _unsafe_production_settings() -> list[str]:
     problems = []
     if weakness := _secret_key_weakness(SECRET_KEY):
         problems.append(f"SECRET_KEY {weakness}")
-    required = {
-        "MELANGE_API_KEY": PROVIDERS["melange"]["api_key"],
-        "BUENO_API_KEY": PROVIDERS["bueno"]["api_key"],
-        "UKLON_API_KEY": PROVIDERS["uklon"]["api_key"],
-        "BUENO_WEBHOOK_SECRET": BUENO_WEBHOOK_SECRET,
-    }
-    for name, value in required.items():
+    secrets = {}
+    for name, config in PROVIDERS.items():
+        secrets[f"{name.upper()}_API_KEY"] = config["api_key"]
+        if config["webhook_secret"] or f"{name.upper()}_WEBHOOK_SECRET" in _shipped:
+            secrets[f"{name.upper()}_WEBHOOK_SECRET"] = config["webhook_secret"]
+    for name, value in secrets.items():
         if not value.strip():
             problems.append(f"{name} is empty")
         elif value == _shipped.get(name):

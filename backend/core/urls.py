@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from orders.webhooks import bueno_webhook
+from orders.webhooks import provider_webhook
 from realtime import api as realtime_api
 from realtime import views as realtime_views
 
@@ -41,5 +41,5 @@ urlpatterns = [
     # Last: any other path under /api/. Only with a trailing slash, so APPEND_SLASH still redirects
     # `/api/orders` to `/api/orders/`.
     path("api/<path:unknown>/", api.not_found),
-    path("webhooks/bueno/", bueno_webhook, name="webhook-bueno"),
+    path("webhooks/<str:provider_name>/", provider_webhook, name="provider-webhook"),
 ]

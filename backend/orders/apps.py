@@ -7,6 +7,10 @@ class OrdersConfig(AppConfig):
     verbose_name = "Orders"
 
     def ready(self) -> None:
+        from . import checks, signals, tasks
         from .schedules import install_schedules
 
         post_migrate.connect(install_schedules, sender=self, dispatch_uid="orders.install_schedules")
+        signals.order_due.connect(tasks.enqueue_submit, dispatch_uid="orders.enqueue_submit")
+        signals.order_notify.connect(tasks.enqueue_email, dispatch_uid="orders.enqueue_email")
+        checks.register()

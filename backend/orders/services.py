@@ -25,31 +25,26 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
-from django.db.models.expressions import RawSQL
+from django.db import transaction
 from django.utils import timezone
 
-from realtime import broadcast
-
-from . import alerts
+from . import alerts, signals
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem
-from .providers import Driver
+from .providers import PROVIDER_CANCELLED, Driver, get_provider
 from .status import (
     ACTIVE,
-    PROVIDER_CANCELLED,
     TERMINAL,
     OrderStatus,
     aggregate,
     can_override,
     can_retry,
     can_transition,
-    map_provider_status,
-    provider_status_rank,
 )
 
 logger = logging.getLogger(__name__)
@@ -154,15 +149,11 @@ def order_create(
 
 
 def _on_commit_submit(order_id: int) -> None:
-    from . import tasks  # tasks import services: resolved at call time
-
-    transaction.on_commit(lambda: tasks.submit_order.delay(order_id))
+    transaction.on_commit(partial(signals.order_due.send, sender=Order, order_id=order_id))
 
 
 def _on_commit_notify(order_id: int) -> None:
-    from . import tasks
-
-    transaction.on_commit(lambda: tasks.send_order_email.delay(order_id))
+    transaction.on_commit(partial(signals.order_notify.send, sender=Order, order_id=order_id))
 
 
 def _transition(
@@ -257,7 +248,8 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
     UnknownProviderStatus before anything is written.
     """
     leg = Leg.objects.only("order_id", "provider").get(pk=leg_id)
-    new_leg_status = map_provider_status(leg.provider, provider_status)
+    provider = get_provider(leg.provider)
+    new_leg_status = provider.status_of(provider_status)
     order = _lock_order(leg.order_id)
     legs = _lock_legs(order.pk)
     leg = next(candidate for candidate in legs if candidate.pk == leg_id)
@@ -268,9 +260,7 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
         return None
     if leg.provider_status == provider_status:
         return None
-    if leg.provider_status and provider_status_rank(leg.provider, provider_status) < provider_status_rank(
-        leg.provider, leg.provider_status
-    ):
+    if leg.provider_status and provider.is_backwards(leg.provider_status, provider_status):
         logger.warning(
             "Ignoring backwards status %r for leg %s (now %r)", provider_status, leg.pk, leg.provider_status
         )
@@ -392,124 +382,8 @@ def order_fail(*, order_id: int, reason: str, leg: Leg | None = None) -> OrderEv
 # --- provider bookkeeping: claims, external ids, failures, couriers ------------------------------------
 
 
-def id_in(ids: list[int]) -> RawSQL:
-    """Right-hand side for `id__in` with a poll batch of ids sent as ONE array parameter.
-
-    A plain list becomes one placeholder per id, each prepared by Django in Python: with thousands of
-    legs per tick that was a sixth of the poller's CPU.
-    """
-    return RawSQL("SELECT unnest(%s::bigint[])", [list(ids)])
-
-
-def poll_lease() -> timedelta:
-    """How long a claimed leg is reserved for its poller: a whole call with retries fits in it."""
-    return timedelta(seconds=settings.PROVIDER_TIMEOUT_SECONDS * 2 + settings.POLL_INTERVAL_SECONDS)
-
-
 @transaction.atomic
-def legs_claim_due(
-    *, limit: int, order_id: int | None = None, due_by: datetime | None = None
-) -> tuple[list[int], datetime]:
-    """Reserve up to `limit` due legs for this poller; concurrent pollers skip them (SKIP LOCKED).
-
-    Returns the leg ids and the lease end written into their next_poll_at: a leg whose poller dies is
-    due again when the lease ends. With `due_by` (the tick's start), only legs due by then are taken:
-    a tick slower than the poll interval would otherwise claim its own legs again, batch after batch,
-    until its time budget ran out.
-    """
-    now = timezone.now()
-    due_by = now if due_by is None else min(due_by, now)
-    due = (
-        Leg.objects.select_for_update(skip_locked=True)
-        .filter(next_poll_at__lte=due_by)
-        .order_by("next_poll_at")
-    )
-    if order_id is not None:
-        due = due.filter(order_id=order_id)
-    leg_ids = list(due.values_list("id", flat=True)[:limit])
-    lease_until = now + poll_lease()
-    if leg_ids:
-        Leg.objects.filter(id__in=id_in(leg_ids)).update(next_poll_at=lease_until)
-    return leg_ids, lease_until
-
-
-def _legs_locked_by_id(leg_ids: list[int], condition: str, *params: object) -> RawSQL:
-    """Right-hand side for `id__in`: those of `leg_ids` matching `condition`, locked in ascending id order.
-
-    A batch statement's UPDATE then writes only rows it already holds (see the module docstring). The
-    lock is the one an UPDATE takes anyway (FOR NO KEY UPDATE); a row it had to wait for is checked
-    against `condition` again in its newest version, as an UPDATE's own WHERE would be.
-    """
-    return RawSQL(
-        f"SELECT id FROM {Leg._meta.db_table} WHERE id = ANY(%s::bigint[]) AND {condition}"
-        " ORDER BY id FOR NO KEY UPDATE",
-        [list(leg_ids), *params],
-    )
-
-
-def legs_reschedule(*, leg_ids: list[int], lease_until: datetime, at: datetime) -> int:
-    """Set the next poll of answered legs, unless something else (a finished order) changed it meanwhile."""
-    if not leg_ids:
-        return 0
-    leased = _legs_locked_by_id(leg_ids, "next_poll_at = %s", lease_until)
-    return Leg.objects.filter(id__in=leased).update(next_poll_at=at)
-
-
-def leg_set_external_id(*, leg_id: int, external_id: str) -> None:
-    """Remember the provider's id of a sub-order we created (first answer wins; creates are idempotent)."""
-    Leg.objects.filter(pk=leg_id, external_id="").update(external_id=external_id, updated_at=timezone.now())
-
-
-def legs_set_external_ids(*, external_ids: dict[int, str]) -> int:
-    """`leg_set_external_id` for a whole poll batch in one statement (thousands of creates per tick)."""
-    if not external_ids:
-        return 0
-    without_id = _legs_locked_by_id(list(external_ids), "external_id = ''")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""UPDATE {Leg._meta.db_table} AS leg SET external_id = new.external_id, updated_at = %s
-                FROM unnest(%s::bigint[], %s::text[]) AS new(id, external_id)
-                WHERE leg.id = new.id AND leg.id IN ({without_id.sql})
-                RETURNING leg.id, leg.order_id, leg.cancel_status""",
-            [timezone.now(), list(external_ids), list(external_ids.values()), *without_id.params],
-        )
-        stored = cursor.fetchall()
-    for leg_id, order_id, cancel_status in stored:
-        if cancel_status == Cancel.CONFIRMED:  # its order was cancelled while the create was on its way
-            _leg_cancel_reached_late(order_id=order_id, leg_id=leg_id)
-    return len(stored)
-
-
-def leg_clear_failure(*, leg_id: int) -> None:
-    """The provider answered: forget past failures (writes only when there were some)."""
-    legs_clear_failures(leg_ids=[leg_id])
-
-
-def legs_clear_failures(*, leg_ids: list[int]) -> int:
-    """The providers answered: forget the legs' past failures and clear their `provider_failing` alerts.
-
-    One statement for a whole poll batch, which usually matches no row; each leg that was failing then
-    clears its alert in a transaction of its own.
-    """
-    if not leg_ids:
-        return 0
-    # a cancel being retried keeps its count: answering a poll or webhook is not confirming the cancel
-    failing = _legs_locked_by_id(leg_ids, "attempts > 0 AND cancel_status <> %s", Cancel.REQUESTED)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""UPDATE {Leg._meta.db_table}
-                SET attempts = 0, last_error = '', deadline_at = NULL, updated_at = %s
-                WHERE id IN ({failing.sql}) RETURNING id, order_id""",
-            [timezone.now(), *failing.params],
-        )
-        recovered = cursor.fetchall()
-    for leg_id, order_id in sorted(recovered):
-        _leg_recovered(order_id=order_id, leg_id=leg_id)
-    return len(recovered)
-
-
-@transaction.atomic
-def _leg_recovered(*, order_id: int, leg_id: int) -> None:
+def leg_recovered(*, order_id: int, leg_id: int) -> None:
     order = _lock_order(order_id)
     alerts.clear_alerts(
         order=order, kinds=[Alert.Kind.PROVIDER_FAILING], leg_id=leg_id, source=OrderEvent.Source.POLL
@@ -561,13 +435,13 @@ def leg_record_failure(*, leg_id: int, error: str) -> OrderEvent | None:
     )
 
 
-def _courier_for(driver: Driver) -> Courier:
+def _courier_for(driver: Driver, provider: str) -> Courier:
     """Our courier record of a provider's driver, created on first sight (no password: no login)."""
     courier = Courier.objects.filter(external_id=driver.external_id).first()
     if courier is not None:
         return courier
     user, _ = get_user_model().objects.get_or_create(
-        username=f"{settings.DELIVERY_PROVIDER}-{driver.external_id}"[:150], defaults={"is_active": True}
+        username=f"{provider}-{driver.external_id}"[:150], defaults={"is_active": True}
     )
     if user.has_usable_password():
         user.set_unusable_password()
@@ -580,18 +454,33 @@ def _courier_for(driver: Driver) -> Courier:
 
 @transaction.atomic
 def delivery_record_progress(
-    *, leg_id: int, driver: Driver | None, location: tuple[float, float] | None
+    *, leg_id: int, driver: Driver | None, location: tuple[float, float] | None, source: str = "poll"
 ) -> bool:
-    """Record the courier on the order and the courier's last position. True when anything changed."""
-    leg = Leg.objects.only("order_id").get(pk=leg_id)
+    """Record the courier on the order and the courier's last position. True when anything changed.
+
+    The provider's driver becomes the order's courier (an `order.courier` event), unless an operator has
+    handed the order to a courier of their choice (order_reassign_courier): that choice holds, and the
+    provider's reports then only move their own driver on the map.
+    """
+    leg = Leg.objects.only("order_id", "provider").get(pk=leg_id)
     order = _lock_order(leg.order_id)
     if order.status in TERMINAL or driver is None:
         return False
     changed = False
-    courier = _courier_for(driver)
-    if order.courier_id != courier.pk:
+    courier = _courier_for(driver, leg.provider)
+    if order.courier_id != courier.pk and not _operator_chose_courier(order):
+        previous = order.courier.name if order.courier_id else ""
         order.courier = courier
         order.save(update_fields=["courier", "updated_at"])
+        _append_event(
+            order=order,
+            type=OrderEvent.Type.COURIER,
+            source=source,
+            from_status=order.status,
+            to_status=order.status,
+            leg=leg,
+            reason=f"{previous} → {courier.name}" if previous else courier.name,
+        )
         changed = True
     if location is not None and (courier.lat, courier.lng) != location:
         _courier_move(courier, location)
@@ -599,11 +488,15 @@ def delivery_record_progress(
     return changed
 
 
+def _operator_chose_courier(order: Order) -> bool:
+    return order.events.filter(type=OrderEvent.Type.COURIER, source=OrderEvent.Source.OPERATOR).exists()
+
+
 def _courier_move(courier: Courier, location: tuple[float, float]) -> None:
     courier.lat, courier.lng = location
     courier.location_at = timezone.now()
     courier.save(update_fields=["lat", "lng", "location_at"])
-    broadcast.location_after_commit(courier.pk)
+    transaction.on_commit(partial(signals.courier_moved.send, sender=Courier, courier_id=courier.pk))
 
 
 @transaction.atomic
@@ -918,7 +811,7 @@ def leg_cancel_failed(*, leg_id: int, error: str) -> OrderEvent | None:
 
 
 @transaction.atomic
-def _leg_cancel_reached_late(*, order_id: int, leg_id: int) -> None:
+def leg_cancel_reached_late(*, order_id: int, leg_id: int) -> None:
     """A create we took for never sent was answered after all: that provider has the sub-order now."""
     order = _lock_order(order_id)
     leg = next(candidate for candidate in _lock_legs(order.pk) if candidate.pk == leg_id)
@@ -933,9 +826,45 @@ def _leg_cancel_reached_late(*, order_id: int, leg_id: int) -> None:
     _on_commit_submit(order.pk)
 
 
-def legs_stop_polling(*, leg_ids: list[int], lease_until: datetime) -> int:
-    """Claimed legs the poller must not call (a sub-order of a finished order never to be created)."""
-    if not leg_ids:
-        return 0
-    leased = _legs_locked_by_id(leg_ids, "next_poll_at = %s", lease_until)
-    return Leg.objects.filter(id__in=leased).update(next_poll_at=None)
+# --- operators' courier reassignment --------------------------------------------------------------------
+
+
+@transaction.atomic
+def order_reassign_courier(
+    *, order_id: int, courier_id: int, actor: AbstractBaseUser, reason: str
+) -> OrderEvent:
+    """An operator hands an active order to another (active) courier; who, to whom and why are recorded.
+
+    The order keeps its status. The change is an `order.courier` event (public: it carries the order as
+    it now stands), so the relay brings it to operators, the order's followers and the new courier's
+    group (realtime.broadcast), whose app thus receives the order. From then on the operator's choice
+    holds over the delivery provider's driver (delivery_record_progress).
+    """
+    if not actor.is_staff:
+        raise PermissionDenied("Only operators may reassign a courier.")
+    if not reason.strip():
+        raise ActionNotAllowed("A courier reassignment needs a reason.")
+    order = _lock_order(order_id)
+    if order.status in TERMINAL:
+        raise ActionNotAllowed(f"Order #{order.pk} is already {order.status}.")
+    courier = Courier.objects.filter(pk=courier_id, is_active=True).first()
+    if courier is None:
+        raise ActionNotAllowed(f"Courier #{courier_id} does not exist or is not active.")
+    if order.courier_id == courier.pk:
+        raise ActionNotAllowed(f"Order #{order.pk} is already carried by {courier.name}.")
+    previous = order.courier.name if order.courier_id else "nobody"
+    order.courier = courier
+    order.save(update_fields=["courier", "updated_at"])
+    delivery = Leg.objects.filter(order=order, kind=Leg.Kind.DELIVERY).first()
+    event = _append_event(
+        order=order,
+        type=OrderEvent.Type.COURIER,
+        source=OrderEvent.Source.OPERATOR,
+        from_status=order.status,
+        to_status=order.status,
+        leg=delivery,
+        actor=actor,
+        reason=f"Courier {previous} → {courier.name}: {reason.strip()}",
+    )
+    logger.info("Order %s reassigned from %s to courier %s by %s", order.pk, previous, courier.pk, actor)
+    return event

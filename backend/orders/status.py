@@ -84,54 +84,6 @@ def can_retry(source: str, target: str) -> bool:
     return OrderStatus(target) in RETRY_TRANSITIONS.get(OrderStatus(source), frozenset())
 
 
-# Provider status → internal status, one table per provider, in the order the statuses come (a status
-# earlier in its table than the leg's current one is a backwards move). A status not listed is unknown:
-# it is logged on the leg and never applied. `cancelled` comes last: nothing follows it, so a stale
-# "cooking" after it is a backwards move and ignored.
-PROVIDER_CANCELLED = "cancelled"
-PROVIDER_STATUS_MAP: dict[str, dict[str, OrderStatus]] = {
-    "melange": {
-        "not started": OrderStatus.SUBMITTED,
-        "cooking": OrderStatus.COOKING,
-        "cooked": OrderStatus.READY,
-        "finished": OrderStatus.READY,
-        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
-    },
-    "bueno": {
-        "accepted": OrderStatus.SUBMITTED,
-        "preparing": OrderStatus.COOKING,
-        "ready": OrderStatus.READY,
-        "handed_over": OrderStatus.READY,
-        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
-    },
-    "uklon": {
-        "not started": OrderStatus.COURIER_SEARCH,
-        "delivery": OrderStatus.DELIVERING,
-        "delivered": OrderStatus.DELIVERED,
-        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
-    },
-}
-
-
-class UnknownProviderStatus(ValueError):
-    pass
-
-
-def map_provider_status(provider: str, provider_status: object) -> OrderStatus:
-    """The internal status of a provider's status string; UnknownProviderStatus when it has none."""
-    table = PROVIDER_STATUS_MAP.get(provider)
-    if table is None:
-        raise UnknownProviderStatus(f"unknown provider {provider!r}")
-    if not isinstance(provider_status, str) or provider_status not in table:
-        raise UnknownProviderStatus(f"{provider} reported unknown status {provider_status!r}")
-    return table[provider_status]
-
-
-def provider_status_rank(provider: str, provider_status: str) -> int:
-    """Position of a known status in its provider's table, which lists statuses in the order they come."""
-    return list(PROVIDER_STATUS_MAP[provider]).index(provider_status)
-
-
 def aggregate(kitchen: Iterable[str], delivery: str | None) -> OrderStatus:
     """The order status derived from its legs' internal statuses.
 

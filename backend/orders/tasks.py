@@ -1,24 +1,33 @@
 """Celery tasks: thin wrappers that take ids, call a service or the poller, and own their limits.
 
-No task sleeps or loops waiting for a provider: beat ticks, each tick polls what is due.
+No task sleeps or loops waiting for a provider: beat ticks, each tick polls what is due. The services
+announce work after commit (orders.signals); OrdersConfig.ready() connects the receivers below.
 """
 
 import logging
 from dataclasses import asdict
 from smtplib import SMTPException
+from typing import Any
 
 from celery import shared_task
 
-from . import alerts, notifications, polling
+from . import alerts, notifications
+from .sync import tick
 
 logger = logging.getLogger(__name__)
 
+POLL_SOFT_LIMIT, POLL_HARD_LIMIT = tick.time_limits()
 
-@shared_task(name="orders.poll_due_legs", ignore_result=True, soft_time_limit=120, time_limit=150)
+
+@shared_task(
+    name="orders.poll_due_legs",
+    ignore_result=True,
+    soft_time_limit=POLL_SOFT_LIMIT,
+    time_limit=POLL_HARD_LIMIT,
+)
 def poll_due_legs() -> dict:
     """The beat tick: poll every due leg. Overlapping ticks take disjoint legs (SKIP LOCKED claims)."""
-    report = polling.poll_due_legs()
-    return asdict(report)
+    return asdict(tick.poll_due_legs())
 
 
 @shared_task(name="orders.check_alerts", ignore_result=True, soft_time_limit=60, time_limit=90)
@@ -27,10 +36,15 @@ def check_alerts() -> dict:
     return asdict(alerts.check_time_alerts())
 
 
-@shared_task(name="orders.submit_order", ignore_result=True, soft_time_limit=60, time_limit=90)
+@shared_task(
+    name="orders.submit_order",
+    ignore_result=True,
+    soft_time_limit=POLL_SOFT_LIMIT,
+    time_limit=POLL_HARD_LIMIT,
+)
 def submit_order(order_id: int) -> None:
     """Right after an order (or its delivery) is created: send its due legs now, not at the next tick."""
-    polling.poll_due_legs(order_id=order_id)
+    tick.poll_due_legs(order_id=order_id)
 
 
 @shared_task(
@@ -43,3 +57,13 @@ def submit_order(order_id: int) -> None:
 )
 def send_order_email(order_id: int) -> None:
     notifications.send_order_email(order_id=order_id)
+
+
+def enqueue_submit(sender: Any, *, order_id: int, **kwargs: Any) -> None:
+    """orders.signals.order_due receiver."""
+    submit_order.delay(order_id)
+
+
+def enqueue_email(sender: Any, *, order_id: int, **kwargs: Any) -> None:
+    """orders.signals.order_notify receiver."""
+    send_order_email.delay(order_id)

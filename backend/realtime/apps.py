@@ -6,8 +6,10 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime"
 
     def ready(self) -> None:
-        from orders import relay
+        from orders import relay, signals
 
         from . import broadcast
 
-        relay.subscribe(broadcast.publish_released)  # orders announces released events; it never imports us
+        # orders announces; it never imports us
+        relay.subscribe(broadcast.publish_released)
+        signals.courier_moved.connect(broadcast.location_moved, dispatch_uid="realtime.location_moved")

@@ -4,7 +4,7 @@ Events reach here from the relay (orders.relay), released in seq order up to the
 `publish_released` is subscribed in RealtimeConfig.ready() and sends each released batch as one
 channel-layer message per group. Each event is serialised to JSON once here; each web process joins
 the strings into one frame per group (realtime.hub) and hands the same text to all its sockets.
-Courier locations carry no seq: services publish them after commit (`location_after_commit`).
+Courier locations carry no seq: the services announce them after commit (orders.signals.courier_moved).
 
 Groups: `operators` (every change), `order.<id>` (one order), `courier.<id>` (that courier's orders).
 The shape follows the group (orders.disclosure): `operators` get every event whole; the order and courier
@@ -18,11 +18,9 @@ import os
 import threading
 from collections import defaultdict
 from concurrent.futures import Future
-from functools import partial
 from typing import Any
 
 from channels.layers import get_channel_layer
-from django.db import transaction
 from django.db.models import prefetch_related_objects
 
 from orders import selectors
@@ -45,11 +43,12 @@ def courier_group(courier_id: int) -> str:
     return f"courier.{courier_id}"
 
 
-# --- what services call ---------------------------------------------------------------------------------
+# --- what orders announces ------------------------------------------------------------------------------
 
 
-def location_after_commit(courier_id: int) -> None:
-    transaction.on_commit(partial(publish_location, courier_id))
+def location_moved(sender: object, *, courier_id: int, **kwargs: object) -> None:
+    """orders.signals.courier_moved receiver (sent after commit): publish the courier's position."""
+    publish_location(courier_id)
 
 
 # --- publishing -------------------------------------------------------------------------------------------

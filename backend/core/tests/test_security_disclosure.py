@@ -18,6 +18,7 @@ from django.db import transaction
 from orders import alerts, services
 from orders.disclosure import PUBLIC_EVENT_TYPES
 from orders.models import Alert, Courier, Order
+from orders.sync import leases
 from orders.tests import factories
 from realtime.payloads import PublicOrderPayload
 from realtime.tests.test_consumers import frame, run, socket
@@ -74,7 +75,7 @@ def shop(customer, operator, restaurants, settings) -> dict[str, Any]:
     Courier.objects.filter(pk=courier.pk).update(phone=PHONE)
     live = factories.make_order(customer, restaurants["melange"])
     leg = live.legs.get()
-    services.leg_set_external_id(leg_id=leg.pk, external_id=SUB_ORDER_ID)
+    leases.leg_set_external_id(leg_id=leg.pk, external_id=SUB_ORDER_ID)
     services.leg_apply_status(leg_id=leg.pk, provider_status="cooking", source="poll")
     services.leg_record_failure(leg_id=leg.pk, error=PROVIDER_ERROR)
     alert = live.alerts.get(kind=Alert.Kind.PROVIDER_FAILING)

@@ -54,10 +54,10 @@ class TestDeepJSON:
         assert Order.objects.count() == 1
 
     def test_a_signed_deep_webhook_is_400(self, api, settings):
-        from orders.webhooks import signature_of
+        from orders.tests.factories import signature_of
 
         for body in (DEEP, DEEP_OBJECT, b"NaN", b"\xff\xfe"):
-            signature = signature_of(body, settings.BUENO_WEBHOOK_SECRET)
+            signature = signature_of(body, settings.PROVIDERS["bueno"]["webhook_secret"])
             answer = api.generic(
                 "POST",
                 "/webhooks/bueno/",

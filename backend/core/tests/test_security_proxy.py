@@ -32,7 +32,7 @@ from django.conf import settings
 from core.asgi_limits import BodySizeLimitMiddleware
 from core.proxies import ProxyHeadersMiddleware
 from orders.tests import factories
-from orders.webhooks import signature_of
+from orders.tests.factories import signature_of
 from realtime.tests.conftest import daphne_env, free_port, start_daphne, stop
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -84,7 +84,7 @@ def web_behind_proxy(django_db_setup, tmp_path_factory) -> Iterator[Web]:
 
 def signed_webhook(payload: dict) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(payload).encode()
-    signature = signature_of(body, settings.BUENO_WEBHOOK_SECRET)
+    signature = signature_of(body, settings.PROVIDERS["bueno"]["webhook_secret"])
     return body, {"X-Bueno-Signature": signature, "Content-Type": "application/json"}
 
 

@@ -18,7 +18,15 @@ from orders.tests import factories
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = dotenv_values(REPO / ".env.default")
-SECRETS = ("SECRET_KEY", "MELANGE_API_KEY", "BUENO_API_KEY", "UKLON_API_KEY", "BUENO_WEBHOOK_SECRET")
+SECRETS = (
+    "SECRET_KEY",
+    "MELANGE_API_KEY",
+    "BUENO_API_KEY",
+    "UKLON_API_KEY",
+    "RAKETA_API_KEY",
+    "BUENO_WEBHOOK_SECRET",
+    "RAKETA_WEBHOOK_SECRET",
+)
 HTTPS = (
     "SECURE_SSL_REDIRECT",
     "SECURE_HSTS_SECONDS",
@@ -90,6 +98,9 @@ def test_production_starts_with_random_secrets():
         ("UKLON_API_KEY", SHIPPED["UKLON_API_KEY"]),
         ("BUENO_WEBHOOK_SECRET", ""),
         ("BUENO_WEBHOOK_SECRET", SHIPPED["BUENO_WEBHOOK_SECRET"]),
+        ("RAKETA_API_KEY", SHIPPED["RAKETA_API_KEY"]),
+        ("RAKETA_WEBHOOK_SECRET", ""),
+        ("RAKETA_WEBHOOK_SECRET", SHIPPED["RAKETA_WEBHOOK_SECRET"]),
         ("DEMO_PASSWORD", SHIPPED["DEMO_PASSWORD"]),
     ],
 )

@@ -1,33 +1,40 @@
-"""Provider clients. Adding a provider: one module here with a ProviderClient subclass (create, fetch and
-cancel paths), one entry in settings.PROVIDERS (url, api_key, module), and its status table in
-orders/status.py (ending with `cancelled`)."""
+"""Provider integrations: one module per provider (a `Provider` subclass with its status table, its
+HTTP calls and optionally its webhooks), the registry built from settings.PROVIDERS, and the one HTTP
+client they share (`http`)."""
 
 from .base import (
+    PROVIDER_CANCELLED,
+    BadWebhook,
     DeliveryRequest,
     Driver,
     KitchenRequest,
+    Provider,
     ProviderBadResponse,
     ProviderCancelRefused,
-    ProviderClient,
     ProviderError,
     ProviderNotFound,
     ProviderOrder,
     ProviderRejected,
     ProviderUnavailable,
+    UnknownProviderStatus,
 )
-from .registry import get_client
+from .registry import get_provider, provider_names
 
 __all__ = [
+    "PROVIDER_CANCELLED",
+    "BadWebhook",
     "DeliveryRequest",
     "Driver",
     "KitchenRequest",
+    "Provider",
     "ProviderBadResponse",
     "ProviderCancelRefused",
-    "ProviderClient",
     "ProviderError",
     "ProviderNotFound",
     "ProviderOrder",
     "ProviderRejected",
     "ProviderUnavailable",
-    "get_client",
+    "UnknownProviderStatus",
+    "get_provider",
+    "provider_names",
 ]

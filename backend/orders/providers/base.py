@@ -1,16 +1,24 @@
-"""The shape every provider client has: create a sub-order, fetch its state, ask it to cancel; errors
-become domain errors."""
+"""What a provider is: its status table, its HTTP calls and, when it pushes them, its webhooks.
 
-import json
+A provider module holds one `Provider` subclass. Adding a provider is that module plus an entry in the
+PROVIDERS setting (see the README's "Adding a provider"): the status machine, the poller and the
+realtime code never name a provider.
+"""
+
+import hashlib
+import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal
 
-import httpx
-
-from ..status import PROVIDER_CANCELLED
+from ..status import OrderStatus
+from . import http
 
 logger = logging.getLogger(__name__)
+
+# Every provider's status of a sub-order it cancelled, last in its table: nothing follows it.
+PROVIDER_CANCELLED = "cancelled"
 
 
 class ProviderError(Exception):
@@ -44,6 +52,14 @@ class ProviderCancelRefused(ProviderError):
         self.reason = reason
 
 
+class UnknownProviderStatus(ValueError):
+    """A status the provider's table does not list: recorded on the leg as a failure, never applied."""
+
+
+class BadWebhook(ValueError):
+    """A webhook body that is not what the provider's contract promises (answered 400)."""
+
+
 @dataclass(frozen=True)
 class Driver:
     external_id: str
@@ -73,38 +89,44 @@ class DeliveryRequest:
     comments: list[str] = field(default_factory=list)
 
 
-class HTTPResponse(Protocol):
-    status_code: int
+class Provider:
+    """One provider's API. A subclass sets the class attributes and the paths; the rest is shared.
 
-    @property
-    def text(self) -> str: ...
-
-    def json(self) -> Any: ...
-
-
-class HTTPSession(Protocol):
-    """What the clients call: an ``httpx.AsyncClient``, or the poller's lean ``ProviderTransport``.
-
-    Either raises httpx's exception classes, so errors are mapped the same way.
+    `statuses` maps the provider's status strings to ours, in the order they come (a status earlier in
+    the table than the leg's current one is a backwards move and ignored), ending with `cancelled`.
+    A provider that pushes webhooks sets `signature_header` and may override `verify_signature` and
+    `parse_webhook`; the generic view at /webhooks/<name>/ calls them.
     """
 
-    async def request(
-        self, method: str, url: str, *, json: Any = ..., headers: Any = ..., timeout: Any = ...
-    ) -> HTTPResponse: ...
+    name: ClassVar[str]
+    kind: ClassVar[Literal["kitchen", "delivery"]]
+    statuses: ClassVar[dict[str, OrderStatus]]
+    signature_header: ClassVar[str] = ""  # empty: this provider pushes no webhooks
 
-
-class ProviderClient:
-    """Base of the HTTP clients. Subclasses say where to send what and how to read the answer."""
-
-    name: str = ""
-
-    def __init__(self, *, url: str, api_key: str = "", timeout: float = 5.0, **options: Any) -> None:
+    def __init__(
+        self, *, url: str, api_key: str = "", webhook_secret: str = "", timeout: float = 5.0
+    ) -> None:
         self.base_url = url.rstrip("/")
         self.api_key = api_key
+        self.webhook_secret = webhook_secret
         self.timeout = timeout
-        self.options = options
+        self._ranks = {status: rank for rank, status in enumerate(self.statuses)}
 
-    # -- what a subclass provides ---------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} at {self.base_url}>"
+
+    # -- the status table ----------------------------------------------------------------------------
+    def status_of(self, provider_status: object) -> OrderStatus:
+        """Our status for one of the provider's; UnknownProviderStatus when its table has none."""
+        if not isinstance(provider_status, str) or provider_status not in self.statuses:
+            raise UnknownProviderStatus(f"{self.name} reported unknown status {str(provider_status)[:80]!r}")
+        return self.statuses[provider_status]
+
+    def is_backwards(self, current: str, reported: str) -> bool:
+        """Whether `reported` comes before `current` in the table (both known)."""
+        return self._ranks[reported] < self._ranks[current]
+
+    # -- what a subclass provides: where to send what, how to read the answer -----------------------
     def create_request(self, request: KitchenRequest | DeliveryRequest) -> tuple[str, dict[str, Any]]:
         """The path and JSON body of a create call."""
         raise NotImplementedError
@@ -116,30 +138,51 @@ class ProviderClient:
         raise NotImplementedError
 
     def parse_order(self, payload: dict[str, Any]) -> ProviderOrder:
-        return ProviderOrder(external_id=_text(payload, "id"), status=_text(payload, "status"))
+        """A sub-order from the provider's JSON; ProviderBadResponse when it is not the promised shape."""
+        return ProviderOrder(external_id=text_field(payload, "id"), status=text_field(payload, "status"))
 
-    # -- the calls --------------------------------------------------------------------------------
-    async def create(self, http: HTTPSession, request: KitchenRequest | DeliveryRequest) -> ProviderOrder:
+    # -- webhooks ------------------------------------------------------------------------------------
+    @property
+    def accepts_webhooks(self) -> bool:
+        return bool(self.signature_header)
+
+    def verify_signature(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        """Default scheme: `<signature_header>: sha256=<hex HMAC-SHA256 of the body>`. Without a secret,
+        nothing is genuine."""
+        if not self.webhook_secret:
+            return False
+        expected = "sha256=" + hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(headers.get(self.signature_header, "").encode(), expected.encode())
+
+    def parse_webhook(self, payload: Any) -> ProviderOrder:
+        """The sub-order a webhook body reports; BadWebhook when the body is not the promised shape."""
+        try:
+            if not isinstance(payload, dict):
+                raise ProviderBadResponse("not a JSON object")
+            return self.parse_order(payload)
+        except ProviderBadResponse as error:
+            raise BadWebhook(str(error)) from error
+
+    # -- the calls -----------------------------------------------------------------------------------
+    async def create(self, request: KitchenRequest | DeliveryRequest) -> ProviderOrder:
         path, body = self.create_request(request)
-        payload = await self._call(http, "POST", path, json=body, idempotency_key=request.idempotency_key)
+        payload = await self._call("POST", path, json=body, idempotency_key=request.idempotency_key)
         return self.parse_order(payload)
 
-    async def fetch(self, http: HTTPSession, external_id: str) -> ProviderOrder:
-        payload = await self._call(http, "GET", self.fetch_path(external_id))
-        order = self.parse_order(payload)
+    async def fetch(self, external_id: str) -> ProviderOrder:
+        order = self.parse_order(await self._call("GET", self.fetch_path(external_id)))
         if order.external_id != external_id:
             raise ProviderBadResponse(f"{self.name} answered for {order.external_id!r}, not {external_id!r}")
         return order
 
-    async def cancel(self, http: HTTPSession, external_id: str) -> ProviderOrder:
+    async def cancel(self, external_id: str) -> ProviderOrder:
         """Ask the provider to cancel a sub-order; the answer is the sub-order, now `cancelled`.
 
         Idempotent at the provider (cancelling a cancelled sub-order answers it again), so a retried
         cancel is safe. A refusal (409) raises ProviderCancelRefused; other failures the usual errors.
         """
         path = self.cancel_path(external_id)
-        payload = await self._call(http, "POST", path, json={}, refusal=True)
-        order = self.parse_order(payload)
+        order = self.parse_order(await self._call("POST", path, json={}, refusal=True))
         if order.external_id != external_id:
             raise ProviderBadResponse(f"{self.name} answered for {order.external_id!r}, not {external_id!r}")
         if order.status != PROVIDER_CANCELLED:
@@ -147,69 +190,92 @@ class ProviderClient:
         return order
 
     async def _call(
-        self,
-        http: HTTPSession,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        idempotency_key: str = "",
-        refusal: bool = False,
+        self, method: str, path: str, *, json: Any = None, idempotency_key: str = "", refusal: bool = False
     ) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        url = f"{self.base_url}{path}"
         try:
-            response = await http.request(method, url, json=json, headers=headers, timeout=self.timeout)
-        except httpx.TimeoutException as error:
-            raise ProviderUnavailable(
-                f"{self.name} timed out after {self.timeout:g}s ({method} {path})"
-            ) from error
-        except httpx.HTTPError as error:
-            raise ProviderUnavailable(f"{self.name} unreachable: {type(error).__name__}: {error}") from error
-        return self._read(response, method, path, refusal=refusal)
+            answer = await http.call(method, f"{self.base_url}{path}", json=json, headers=headers)
+        except http.TransportTimeout as error:
+            raise ProviderUnavailable(f"{self.name} timed out ({method} {path}): {error}") from error
+        except http.TransportError as error:
+            raise ProviderUnavailable(f"{self.name} unreachable ({method} {path}): {error}") from error
+        return self._read(answer, f"{method} {path}", refusal=refusal)
 
-    def _read(
-        self, response: HTTPResponse, method: str, path: str, *, refusal: bool = False
-    ) -> dict[str, Any]:
-        status = response.status_code
-        where = f"{method} {path}"
+    def _read(self, answer: http.Answer, where: str, *, refusal: bool) -> dict[str, Any]:
+        status = answer.status
         if status >= 500 or status == 429:
             raise ProviderUnavailable(f"{self.name} answered {status} to {where}")
         if status == 409 and refusal:
-            reason = _error_text(response)
+            reason = _error_text(answer)
             raise ProviderCancelRefused(f"{self.name} refused {where}: {reason}", reason=reason)
         if status == 404:
             raise ProviderNotFound(f"{self.name} does not know {where} (404)")
         if status >= 400:
-            raise ProviderRejected(f"{self.name} rejected {where}: {status} {response.text[:200]}")
+            raise ProviderRejected(f"{self.name} rejected {where}: {status} {answer.text[:200]}")
         try:
-            payload = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            payload = answer.json()
+        except ValueError as error:
             raise ProviderBadResponse(
-                f"{self.name} sent a body that is not JSON: {response.text[:80]!r}"
+                f"{self.name} sent a body that is not JSON: {answer.text[:80]!r}"
             ) from error
         if not isinstance(payload, dict):
             raise ProviderBadResponse(f"{self.name} sent JSON that is not an object: {str(payload)[:80]}")
         return payload
 
 
-def _error_text(response: HTTPResponse) -> str:
+def _error_text(answer: http.Answer) -> str:
     """The provider's `{"error": "..."}` message, or the start of whatever body it sent."""
     try:
-        payload = response.json()
-    except (ValueError, UnicodeDecodeError):
+        payload = answer.json()
+    except ValueError:
         payload = None
     if isinstance(payload, dict) and isinstance(payload.get("error"), str) and payload["error"].strip():
         return payload["error"].strip()[:200]
-    return response.text.strip()[:200] or "no reason given"
+    return answer.text.strip()[:200] or "no reason given"
 
 
-def _text(payload: dict[str, Any], key: str) -> str:
+def text_field(payload: dict[str, Any], key: str) -> str:
+    """A non-empty string field of a provider's JSON, or ProviderBadResponse."""
     value = payload.get(key)
     if not isinstance(value, str) or not value:
         raise ProviderBadResponse(f"field {key!r} missing or not a string in {str(payload)[:120]}")
     return value
+
+
+def location_field(value: Any, name: str) -> tuple[float, float] | None:
+    """A `[lat, lng]` pair (or None), checked to be on the globe."""
+    if value is None:
+        return None
+    valid = (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(isinstance(part, int | float) and not isinstance(part, bool) for part in value)
+        and -90 <= value[0] <= 90
+        and -180 <= value[1] <= 180
+    )
+    if not valid:
+        raise ProviderBadResponse(f"{name} location is not [lat, lng]: {str(value)[:80]}")
+    return float(value[0]), float(value[1])
+
+
+def driver_field(value: Any, name: str) -> Driver | None:
+    """A `{id, name, phone}` courier (or None)."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("id"), str)
+        or not value["id"]
+        or not isinstance(value.get("name"), str)
+    ):
+        raise ProviderBadResponse(f"{name} driver is not {{id, name, phone}}: {str(value)[:80]}")
+    phone = value.get("phone")
+    return Driver(
+        external_id=value["id"][:100],
+        name=value["name"][:120],
+        phone=phone[:40] if isinstance(phone, str) else "",
+    )

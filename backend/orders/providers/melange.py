@@ -1,13 +1,22 @@
-"""Melange (kitchen, pull): POST /api/orders {order: [{dish, quantity}]}; GET /api/orders/{id};
+"""Melange, a kitchen that is polled: POST /api/orders {order: [{dish, quantity}]}; GET /api/orders/{id};
 POST /api/orders/{id}/cancel."""
 
 from typing import Any
 
-from .base import KitchenRequest, ProviderClient
+from ..status import OrderStatus
+from .base import PROVIDER_CANCELLED, KitchenRequest, Provider
 
 
-class MelangeClient(ProviderClient):
+class Melange(Provider):
     name = "melange"
+    kind = "kitchen"
+    statuses = {
+        "not started": OrderStatus.SUBMITTED,
+        "cooking": OrderStatus.COOKING,
+        "cooked": OrderStatus.READY,
+        "finished": OrderStatus.READY,
+        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
+    }
 
     def create_request(self, request: KitchenRequest) -> tuple[str, dict[str, Any]]:
         return "/api/orders", {

@@ -1,13 +1,22 @@
-"""Uklon (delivery): POST /drivers/orders {addresses, comments}; GET /drivers/orders/{id};
+"""Uklon, a courier company that is polled: POST /drivers/orders {addresses, comments};
+GET /drivers/orders/{id} (with the driver and their [lat, lng] once on the way);
 POST /drivers/orders/{id}/cancel."""
 
 from typing import Any
 
-from .base import DeliveryRequest, Driver, ProviderBadResponse, ProviderClient, ProviderOrder
+from ..status import OrderStatus
+from .base import PROVIDER_CANCELLED, DeliveryRequest, Provider, ProviderOrder, driver_field, location_field
 
 
-class UklonClient(ProviderClient):
+class Uklon(Provider):
     name = "uklon"
+    kind = "delivery"
+    statuses = {
+        "not started": OrderStatus.COURIER_SEARCH,
+        "delivery": OrderStatus.DELIVERING,
+        "delivered": OrderStatus.DELIVERED,
+        PROVIDER_CANCELLED: OrderStatus.CANCELLED,
+    }
 
     def create_request(self, request: DeliveryRequest) -> tuple[str, dict[str, Any]]:
         return "/drivers/orders", {"addresses": request.addresses, "comments": request.comments}
@@ -23,36 +32,6 @@ class UklonClient(ProviderClient):
         return ProviderOrder(
             external_id=order.external_id,
             status=order.status,
-            location=_location(payload.get("location")),
-            driver=_driver(payload.get("driver")),
+            location=location_field(payload.get("location"), self.name),
+            driver=driver_field(payload.get("driver"), self.name),
         )
-
-
-def _location(value: Any) -> tuple[float, float] | None:
-    if value is None:
-        return None
-    valid = (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(part, int | float) and not isinstance(part, bool) for part in value)
-        and -90 <= value[0] <= 90
-        and -180 <= value[1] <= 180
-    )
-    if not valid:
-        raise ProviderBadResponse(f"uklon location is not [lat, lng]: {str(value)[:80]}")
-    return float(value[0]), float(value[1])
-
-
-def _driver(value: Any) -> Driver | None:
-    if value is None:
-        return None
-    if (
-        not isinstance(value, dict)
-        or not isinstance(value.get("id"), str)
-        or not isinstance(value.get("name"), str)
-    ):
-        raise ProviderBadResponse(f"uklon driver is not {{id, name, phone}}: {str(value)[:80]}")
-    phone = value.get("phone")
-    return Driver(
-        external_id=value["id"], name=value["name"][:120], phone=phone[:40] if isinstance(phone, str) else ""
-    )

@@ -1,5 +1,10 @@
 """Small builders for test data; orders are created through the real service."""
 
+import hashlib
+import hmac
+import time
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from knox.models import AuthToken
@@ -48,3 +53,17 @@ def make_order(customer: AbstractBaseUser, *restaurants: Restaurant, quantity: i
         items=[services.ItemInput(dish=dish(restaurant), quantity=quantity) for restaurant in restaurants],
         delivery_address="Sahaidachnoho St, 10, Kyiv",
     )
+
+
+def signature_of(body: bytes, secret: str | None = None) -> str:
+    """Bueno's `X-Bueno-Signature` of a body: sha256=<hex HMAC-SHA256>."""
+    secret = settings.PROVIDERS["bueno"]["webhook_secret"] if secret is None else secret
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def raketa_signature(body: bytes, *, at: int | None = None, secret: str | None = None) -> str:
+    """Raketa's `X-Raketa-Signature` of a body: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>."""
+    secret = settings.PROVIDERS["raketa"]["webhook_secret"] if secret is None else secret
+    at = int(time.time()) if at is None else at
+    digest = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={digest}"

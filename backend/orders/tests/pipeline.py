@@ -3,9 +3,9 @@
 import time
 from collections.abc import Callable
 
-from orders import polling
 from orders.models import Order
 from orders.status import PIPELINE, OrderStatus
+from orders.sync import tick
 
 
 def drive(until: Callable[[], bool], *, timeout: float = 30, pause: float = 0.05) -> None:
@@ -14,7 +14,7 @@ def drive(until: Callable[[], bool], *, timeout: float = 30, pause: float = 0.05
     while not until():
         if time.monotonic() > deadline:
             raise AssertionError(f"pipeline did not get there within {timeout}s")
-        polling.poll_due_legs()
+        tick.poll_due_legs()
         time.sleep(pause)
 
 

@@ -8,6 +8,7 @@ from django.utils import timezone
 from orders import alerts, services
 from orders.models import Alert, Leg, Order, OrderEvent, Restaurant
 from orders.status import OrderStatus
+from orders.sync import leases
 from orders.tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -66,13 +67,13 @@ class TestServicesRaiseAndClear:
         assert "Bueno" in alert.detail and "500" in alert.detail
         services.leg_record_failure(leg_id=leg.pk, error="bueno answered 500 to POST /")
         assert order.alerts.count() == 1, "raised once while it keeps failing"
-        services.legs_clear_failures(leg_ids=[leg.pk])
+        leases.legs_clear_failures(leg_ids=[leg.pk])
         assert not order.alerts.filter(cleared_at__isnull=True).exists()
 
     def test_one_leg_answering_does_not_clear_another_legs_alert(self, order):
         melange, bueno = order.legs.order_by("id")
         services.leg_record_failure(leg_id=bueno.pk, error="timeout")
-        services.leg_clear_failure(leg_id=melange.pk)
+        leases.leg_clear_failure(leg_id=melange.pk)
         assert order.alerts.get().is_open
 
     def test_a_failed_order_raises_failed_and_a_retry_clears_it(self, order, operator, settings):

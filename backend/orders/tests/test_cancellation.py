@@ -10,11 +10,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from orders import polling, selectors, services
+from orders import selectors, services, signals
 from orders.errors import ActionNotAllowed, InvalidTransition
 from orders.models import Alert, Leg, Order, OrderEvent
 from orders.serializers import OrderDetailSerializer
 from orders.status import OrderStatus
+from orders.sync import leases, tick
 from orders.tests import factories
 from realtime import payloads
 
@@ -29,7 +30,7 @@ def kitchen_leg(order: Order, provider: str) -> Leg:
 
 def sent(leg: Leg, external_id: str, provider_status: str = "") -> Leg:
     """The leg as the poller leaves it after creating its sub-order (and maybe a status)."""
-    services.legs_set_external_ids(external_ids={leg.pk: external_id})
+    leases.legs_set_external_ids(external_ids={leg.pk: external_id})
     if provider_status:
         services.leg_apply_status(leg_id=leg.pk, provider_status=provider_status, source="poll")
     leg.refresh_from_db()
@@ -46,7 +47,8 @@ def open_alerts(order: Order, kind: str) -> list[Alert]:
 
 
 def submits(callbacks) -> int:
-    return sum("_on_commit_submit" in getattr(callback, "__qualname__", "") for callback in callbacks)
+    """How many of the on-commit callbacks announce that an order is due (orders.signals.order_due)."""
+    return sum(getattr(callback, "func", None) == signals.order_due.send for callback in callbacks)
 
 
 class TestCancelAsksTheProviders:
@@ -70,7 +72,7 @@ class TestCancelAsksTheProviders:
 
     def test_a_create_in_flight_or_failed_is_requested_too(self, customer, operator, restaurants):
         order = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
-        services.legs_claim_due(limit=1)  # one create in flight: its lease is in next_poll_at
+        leases.legs_claim_due(limit=1)  # one create in flight: its lease is in next_poll_at
         in_flight = order.legs.get(next_poll_at__gt=timezone.now())
         failed = order.legs.exclude(pk=in_flight.pk).get()
         services.leg_record_failure(leg_id=failed.pk, error="timed out")  # may have reached the kitchen
@@ -171,7 +173,7 @@ class TestTheProvidersAnswer:
     def test_a_poll_answer_or_webhook_does_not_reset_a_cancel_being_retried(self, cancelled):
         order, leg = cancelled
         services.leg_cancel_failed(leg_id=leg.pk, error="timeout")
-        assert services.legs_clear_failures(leg_ids=[leg.pk]) == 0
+        assert leases.legs_clear_failures(leg_ids=[leg.pk]) == 0
         leg.refresh_from_db()
         assert leg.attempts == 1
 
@@ -183,7 +185,7 @@ class TestTheProvidersAnswer:
         services.order_cancel(order_id=order.pk, actor=operator)  # taken for never sent
         leg.refresh_from_db()
         assert leg.cancel_status == "confirmed"
-        assert services.legs_set_external_ids(external_ids={leg.pk: "mel_late"}) == 1  # it was sent after all
+        assert leases.legs_set_external_ids(external_ids={leg.pk: "mel_late"}) == 1  # it was sent after all
         leg.refresh_from_db()
         assert (leg.cancel_status, leg.external_id, leg.next_poll_at is not None) == (
             "requested",
@@ -275,7 +277,7 @@ class TestOverrideFollowUps:
         assert (bueno.cancel_status, bueno.status, bueno.next_poll_at is not None) == ("", "scheduled", True)
         assert not open_alerts(order, Alert.Kind.CANCEL_REFUSED), "the refusal no longer needs anyone"
         assert submits(callbacks) == 1
-        services.legs_set_external_ids(external_ids={bueno.pk: "bno_1"})
+        leases.legs_set_external_ids(external_ids={bueno.pk: "bno_1"})
         services.leg_apply_status(leg_id=bueno.pk, provider_status="ready", source="poll")
         order.refresh_from_db()
         assert order.status == "ready" and order.legs.filter(kind="delivery").exists()
@@ -380,6 +382,6 @@ def test_the_poller_never_creates_a_sub_order_for_a_finished_order(customer, ope
     services.order_cancel(order_id=order.pk, actor=operator)  # never sent: confirmed, not polled
     leg = order.legs.get()
     Leg.objects.filter(pk=leg.pk).update(next_poll_at=timezone.now())  # re-armed by hand, say in the admin
-    leg_ids, lease_until = services.legs_claim_due(limit=10)
-    assert polling.load_jobs(leg_ids, lease_until=lease_until) == []
+    leg_ids, lease_until = leases.legs_claim_due(limit=10)
+    assert tick.load_jobs(leg_ids, lease_until=lease_until) == []
     assert Leg.objects.get(pk=leg.pk).next_poll_at is None

@@ -39,8 +39,8 @@ from orders.models import Leg, Order
 from orders.schedules import install_schedules
 from orders.status import PIPELINE
 from orders.tests import factories
+from orders.tests.factories import signature_of
 from orders.tests.pipeline import assert_history_is_clean
-from orders.webhooks import signature_of
 from simulators.testing import free_port
 
 pytestmark = pytest.mark.slow
@@ -327,7 +327,9 @@ def test_bueno_webhooks_replayed_three_times_out_of_order_one_event_each_never_b
                 content=body,
                 headers={
                     "Content-Type": "application/json",
-                    "X-Bueno-Signature": signature_of(body, django_settings.BUENO_WEBHOOK_SECRET),
+                    "X-Bueno-Signature": signature_of(
+                        body, django_settings.PROVIDERS["bueno"]["webhook_secret"]
+                    ),
                 },
             )
             assert response.status_code == 200, response.text

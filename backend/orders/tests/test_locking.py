@@ -16,11 +16,11 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from orders import polling, services
+from orders import services
 from orders.models import Dish, Leg, Order, OrderEvent, Restaurant
-from orders.providers import ProviderError, ProviderOrder, get_client
-from orders.providers.transport import ProviderTransport
-from orders.status import PROVIDER_STATUS_MAP, TERMINAL
+from orders.providers import ProviderError, ProviderOrder, get_provider, http
+from orders.status import TERMINAL
+from orders.sync import answers, leases, tick
 from orders.tests import factories
 from orders.tests.pipeline import assert_history_is_clean
 
@@ -134,23 +134,23 @@ def order_of_many_legs(transactional_db, customer) -> tuple[Order, list[Leg]]:
 def webhook_status(order: Order, legs: list[Leg]) -> None:
     """Bueno (or anyone) pushes the first status of the order's last leg."""
     leg = legs[-1]
-    status = next(iter(PROVIDER_STATUS_MAP[leg.provider]))
+    status = next(iter(get_provider(leg.provider).statuses))
     assert services.leg_apply_status(leg_id=leg.pk, provider_status=status, source="webhook") is not None
 
 
 def poll_reschedule(order: Order, legs: list[Leg]) -> None:
     """The end of a poll batch: every answered leg is due again after the poll interval."""
     lease, at = legs[0].next_poll_at, timezone.now() + timedelta(seconds=1)
-    assert services.legs_reschedule(leg_ids=[leg.pk for leg in legs], lease_until=lease, at=at) == len(legs)
+    assert leases.legs_reschedule(leg_ids=[leg.pk for leg in legs], lease_until=lease, at=at) == len(legs)
 
 
 def poll_clear_failures(order: Order, legs: list[Leg]) -> None:
-    assert services.legs_clear_failures(leg_ids=[leg.pk for leg in legs]) == len(legs)
+    assert leases.legs_clear_failures(leg_ids=[leg.pk for leg in legs]) == len(legs)
 
 
 def poll_external_ids(order: Order, legs: list[Leg]) -> None:
     external_ids = {leg.pk: f"ext-{leg.pk}" for leg in legs}
-    assert services.legs_set_external_ids(external_ids=external_ids) == len(legs)
+    assert leases.legs_set_external_ids(external_ids=external_ids) == len(legs)
 
 
 def operator_cancel(order: Order, legs: list[Leg]) -> None:
@@ -209,9 +209,8 @@ def provider_pushes(leg_ids_of: Callable[[], list[int]], done: threading.Event) 
     """
 
     async def ask(legs: list[tuple[int, str, str]]) -> list[ProviderOrder | ProviderError]:
-        async with ProviderTransport() as http:
-            calls = [get_client(provider).fetch(http, external_id) for _, provider, external_id in legs]
-            return await asyncio.gather(*calls, return_exceptions=True)
+        calls = [get_provider(provider).fetch(external_id) for _, provider, external_id in legs]
+        return await asyncio.gather(*calls, return_exceptions=True)
 
     def push() -> None:
         while not done.is_set():
@@ -220,9 +219,9 @@ def provider_pushes(leg_ids_of: Callable[[], list[int]], done: threading.Event) 
                 .exclude(external_id="")
                 .values_list("id", "provider", "external_id")
             )
-            for (leg_id, provider, _), answer in zip(legs, asyncio.run(ask(legs)), strict=True):
+            for (leg_id, provider, _), answer in zip(legs, http.run(ask(legs)), strict=True):
                 if isinstance(answer, ProviderOrder):
-                    polling.apply_answer(leg_id=leg_id, provider=provider, answer=answer, source="webhook")
+                    answers.apply_answer(leg_id=leg_id, provider=provider, answer=answer, source="webhook")
             time.sleep(0.01)
 
     return push
@@ -260,7 +259,7 @@ def test_two_pollers_and_webhooks_over_the_same_orders_deliver_every_order_witho
 
     def poller() -> None:
         while not done.is_set():
-            errors.extend(polling.poll_due_legs().errors)
+            errors.extend(tick.poll_due_legs().errors)
             time.sleep(0.01)
 
     def legs_of_unfinished_orders() -> list[int]:

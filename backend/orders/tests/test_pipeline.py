@@ -8,8 +8,9 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
-from orders import polling, services
+from orders import services
 from orders.models import Leg, Order
+from orders.sync import tick
 from orders.tests import factories
 from orders.tests.pipeline import assert_history_is_clean, drive, order_reaches
 
@@ -54,6 +55,19 @@ def test_order_from_two_restaurants_is_delivered_by_itself(providers, customer, 
     assert (email.to, email.subject) == (["alice@example.com"], f"Your order #{order.pk} has been delivered")
 
 
+def test_raketa_delivers_when_it_is_the_delivery_provider(providers, customer, catalogue, settings):
+    """The fourth provider, added as one module: polls and its own webhooks carry the order through."""
+    settings.DELIVERY_PROVIDER = "raketa"
+    order = deliver(factories.make_order(customer, catalogue["melange"], catalogue["bueno"]))
+    assert order.status == "delivered"
+    delivery = order.legs.get(kind="delivery")
+    assert (delivery.provider, delivery.provider_status) == ("raketa", "delivered")
+    assert order.courier is not None and order.courier.lat is not None
+    assert order.courier.user.username.startswith("raketa-")
+    assert_history_is_clean(order)
+    assert providers["raketa"].stats()["webhooks_sent"] >= 1
+
+
 def test_delivery_is_ordered_with_pickups_and_kitchen_references(providers, customer, catalogue, settings):
     order = factories.make_order(customer, catalogue["melange"], catalogue["bueno"])
     drive(lambda: Leg.objects.filter(order=order, kind="delivery").exclude(external_id="").exists())
@@ -76,7 +90,7 @@ def test_unchanged_polls_write_no_events(providers, customer, catalogue, setting
     events = order.events.count()
     for _ in range(5):
         Leg.objects.filter(order=order).update(next_poll_at=timezone.now())
-        report = polling.poll_due_legs()
+        report = tick.poll_due_legs()
         assert (report.claimed, report.changed, report.unchanged) == (1, 0, 1)
     assert order.events.count() == events
 
@@ -151,7 +165,7 @@ def test_cancelled_order_stops_being_polled(providers, customer, catalogue):
     services.order_cancel(order_id=order.pk, actor=customer)
     gets = providers["melange"].stats()["gets"]
     for _ in range(5):
-        polling.poll_due_legs()
+        tick.poll_due_legs()
     assert providers["melange"].stats()["gets"] == gets
 
 
@@ -178,7 +192,7 @@ def test_overlapping_ticks_poll_each_leg_once_per_due_time(providers, customer, 
 
         def poll() -> None:
             try:
-                reports.append(polling.poll_due_legs())
+                reports.append(tick.poll_due_legs())
             finally:
                 connection.close()
 

@@ -5,15 +5,11 @@ import itertools
 import pytest
 
 from orders.status import (
-    PROVIDER_STATUS_MAP,
     OrderStatus,
-    UnknownProviderStatus,
     aggregate,
     can_override,
     can_retry,
     can_transition,
-    map_provider_status,
-    provider_status_rank,
 )
 
 S = OrderStatus
@@ -63,57 +59,6 @@ def test_unknown_statuses_are_refused(bogus):
     assert not can_transition(bogus, S.COOKING)
     assert not can_retry(S.FAILED, bogus)
     assert not can_override(S.SCHEDULED, bogus)
-
-
-@pytest.mark.parametrize(
-    ("provider", "provider_status", "expected"),
-    [
-        ("melange", "not started", S.SUBMITTED),
-        ("melange", "cooking", S.COOKING),
-        ("melange", "cooked", S.READY),
-        ("melange", "finished", S.READY),
-        ("bueno", "accepted", S.SUBMITTED),
-        ("bueno", "preparing", S.COOKING),
-        ("bueno", "ready", S.READY),
-        ("bueno", "handed_over", S.READY),
-        ("uklon", "not started", S.COURIER_SEARCH),
-        ("uklon", "delivery", S.DELIVERING),
-        ("uklon", "delivered", S.DELIVERED),
-        ("melange", "cancelled", S.CANCELLED),
-        ("bueno", "cancelled", S.CANCELLED),
-        ("uklon", "cancelled", S.CANCELLED),
-    ],
-)
-def test_provider_status_map(provider, provider_status, expected):
-    assert map_provider_status(provider, provider_status) == expected
-
-
-def test_every_provider_table_maps_to_pipeline_statuses_then_ends_cancelled():
-    for provider, table in PROVIDER_STATUS_MAP.items():
-        *progress, last = table
-        assert {table[status] for status in progress} <= set(S) - {S.FAILED, S.CANCELLED, S.SCHEDULED}
-        assert (last, table[last]) == ("cancelled", S.CANCELLED)
-        # last in the table: whatever a stale read reports after it is a backwards move, ignored
-        assert all(
-            provider_status_rank(provider, status) < provider_status_rank(provider, last)
-            for status in progress
-        )
-
-
-@pytest.mark.parametrize(
-    ("provider", "provider_status"),
-    [
-        ("melange", "quantum"),
-        ("melange", "Cooking"),
-        ("melange", None),
-        ("melange", 3),
-        ("bueno", "cooked"),
-        ("nobody", "cooking"),
-    ],
-)
-def test_unknown_provider_status_raises(provider, provider_status):
-    with pytest.raises(UnknownProviderStatus):
-        map_provider_status(provider, provider_status)
 
 
 @pytest.mark.parametrize(

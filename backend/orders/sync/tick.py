@@ -1,12 +1,9 @@
 """One poll tick: claim due legs, ask their providers concurrently, apply what they answered.
 
-The HTTP calls run concurrently in an event loop (bounded per provider); every database write happens
-before or after them, in short transactions through the services, never around a provider call.
-Creating a sub-order and polling one are the same job: a leg without an external id is created first.
-
-Most answers in a tick repeat the last status: those cost no per-leg query. The batch reads the last
-statuses from the cache in one round trip and writes failures cleared, external ids and next polls in
-one statement each; only a leg whose answer changed something goes through its own transaction.
+The HTTP calls run concurrently on the process's provider event loop (orders.providers.http, bounded
+per provider); every database write happens before or after them, in short transactions, never around
+a provider call. Creating a sub-order and polling one are the same job: a leg without an external id is
+created first.
 
 Cancelling is a job of the same kind: a leg whose cancellation is `requested` (orders.services.
 order_cancel) is due at once, and its job asks the provider to cancel instead of fetching; the answer
@@ -22,28 +19,30 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
-from . import services
-from .models import Leg, OrderItem
-from .providers import (
+from .. import services
+from ..models import Leg, OrderItem
+from ..providers import (
     DeliveryRequest,
     KitchenRequest,
+    Provider,
     ProviderCancelRefused,
-    ProviderClient,
     ProviderError,
     ProviderOrder,
-    get_client,
+    get_provider,
+    http,
 )
-from .providers.transport import ProviderTransport
-from .status import TERMINAL, UnknownProviderStatus
+from ..status import TERMINAL
+from . import answers, leases
 
 logger = logging.getLogger(__name__)
 
-STATUS_CACHE_SECONDS = 3600
 EXTERNAL_ID_MAX_LENGTH = Leg._meta.get_field("external_id").max_length
 CANCEL_REQUESTED = Leg.CancelStatus.REQUESTED
+# Beyond the tick's budget, the batch under way may still wait for its calls (a cancel job makes two,
+# each up to PROVIDER_TIMEOUT_SECONDS) and write its answers.
+BATCH_WRITE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -69,9 +68,11 @@ class TickReport:
     errors: list[str] = field(default_factory=list)
 
 
-def status_cache_key(provider: str, external_id: str) -> str:
-    """Keyed by the provider's own id: unique for good, unlike our leg ids after a database restore."""
-    return f"provider-status:{provider}:{external_id}"
+def time_limits() -> tuple[float, float]:
+    """The poll task's (soft, hard) time limits, from the one setting POLL_TICK_BUDGET_SECONDS: the
+    budget, plus the worst case of the batch under way when it runs out."""
+    soft = settings.POLL_TICK_BUDGET_SECONDS + 2 * settings.PROVIDER_TIMEOUT_SECONDS + BATCH_WRITE_SECONDS
+    return soft, soft + BATCH_WRITE_SECONDS
 
 
 def poll_due_legs(*, order_id: int | None = None) -> TickReport:
@@ -80,7 +81,7 @@ def poll_due_legs(*, order_id: int | None = None) -> TickReport:
     due_by = timezone.now()  # legs falling due during this tick are the next tick's work
     report = TickReport()
     while True:
-        leg_ids, lease_until = services.legs_claim_due(
+        leg_ids, lease_until = leases.legs_claim_due(
             limit=settings.POLL_BATCH_SIZE, order_id=order_id, due_by=due_by
         )
         if not leg_ids:
@@ -89,9 +90,9 @@ def poll_due_legs(*, order_id: int | None = None) -> TickReport:
         report.claimed += len(leg_ids)
         jobs = load_jobs(leg_ids, lease_until=lease_until)
         asked = time.monotonic()
-        answers = asyncio.run(_ask_providers(jobs))
+        results = http.run(ask_providers(jobs))
         report.http_seconds += time.monotonic() - asked
-        _apply_answers(jobs, answers, lease_until, report)
+        _apply_results(jobs, results, lease_until, report)
         if (
             len(leg_ids) < settings.POLL_BATCH_SIZE
             or time.monotonic() - started > settings.POLL_TICK_BUDGET_SECONDS
@@ -119,7 +120,7 @@ def load_jobs(leg_ids: list[int], *, lease_until: datetime | None = None) -> lis
     items. A finished order gets no new sub-order (only a cancel job replays a create, to cancel what it
     made): with `lease_until`, such a leg stops being polled.
     """
-    legs = Leg.objects.filter(id__in=services.id_in(leg_ids)).order_by("id")
+    legs = Leg.objects.filter(id__in=leases.id_in(leg_ids)).order_by("id")
     rows = legs.values_list("id", "provider", "external_id", "cancel_status")
     jobs = {
         leg_id: LegJob(leg_id, provider, external_id, None, cancel_status == CANCEL_REQUESTED)
@@ -136,7 +137,7 @@ def load_jobs(leg_ids: list[int], *, lease_until: datetime | None = None) -> lis
                 jobs[job.leg_id] = job
         if idle and lease_until is not None:
             logger.warning("Not creating legs %s: their orders are finished", idle)
-            services.legs_stop_polling(leg_ids=idle, lease_until=lease_until)
+            leases.legs_stop_polling(leg_ids=idle, lease_until=lease_until)
     return list(jobs.values())
 
 
@@ -180,13 +181,13 @@ def _job(leg: Leg, items: list[tuple[str, int]], kitchens: list[Leg]) -> LegJob:
     )
 
 
-async def _ask_providers(jobs: list[LegJob]) -> list[ProviderOrder | ProviderError]:
-    """Every job's call, at most PROVIDER_CONCURRENCY in flight per provider, over reused connections.
+async def ask_providers(jobs: list[LegJob]) -> list[ProviderOrder | ProviderError]:
+    """Every job's call, at most PROVIDER_CONCURRENCY in flight per provider; runs on the provider loop.
 
     That many workers per provider take the next job when their call ends: a few dozen coroutines
-    rather than one task per leg (creating and scheduling thousands of tasks was a tenth of the tick).
+    rather than one task per leg.
     """
-    answers: list[ProviderOrder | ProviderError | None] = [None] * len(jobs)
+    results: list[ProviderOrder | ProviderError | None] = [None] * len(jobs)
     queues: dict[str, deque[int]] = {}
     for index, job in enumerate(jobs):
         queues.setdefault(job.provider, deque()).append(index)
@@ -194,35 +195,34 @@ async def _ask_providers(jobs: list[LegJob]) -> list[ProviderOrder | ProviderErr
     async def work(queue: deque[int]) -> None:
         while queue:
             index = queue.popleft()
-            answers[index] = await _ask(http, jobs[index])
+            results[index] = await _ask(jobs[index])
 
-    async with ProviderTransport() as http:
-        await asyncio.gather(
-            *(
-                work(queue)
-                for queue in queues.values()
-                for _ in range(min(settings.PROVIDER_CONCURRENCY, len(queue)))
-            )
+    await asyncio.gather(
+        *(
+            work(queue)
+            for queue in queues.values()
+            for _ in range(min(settings.PROVIDER_CONCURRENCY, len(queue)))
         )
-    return answers  # type: ignore[return-value]  # every index was answered
+    )
+    return results  # type: ignore[return-value]  # every index was answered
 
 
-async def _ask(http: ProviderTransport, job: LegJob) -> ProviderOrder | ProviderError:
+async def _ask(job: LegJob) -> ProviderOrder | ProviderError:
     try:
-        client = get_client(job.provider)
+        provider = get_provider(job.provider)
         if job.cancel:
-            return await _cancel(http, client, job)
+            return await _cancel(provider, job)
         if job.request is not None:
-            return await client.create(http, job.request)
-        return await client.fetch(http, job.external_id)
+            return await provider.create(job.request)
+        return await provider.fetch(job.external_id)
     except ProviderError as error:
         return error
-    except Exception as error:  # a bug in one client must not lose the whole batch
+    except Exception as error:  # a bug in one provider module must not lose the whole batch
         logger.exception("Unexpected error polling leg %s", job.leg_id)
         return ProviderError(f"internal error: {type(error).__name__}: {error}")
 
 
-async def _cancel(http: ProviderTransport, client: ProviderClient, job: LegJob) -> ProviderOrder:
+async def _cancel(provider: Provider, job: LegJob) -> ProviderOrder:
     """Cancel a leg's sub-order. Without its id (the create was claimed, or failed, before the order was
     cancelled, and may have reached the provider), the create is sent again first: its Idempotency-Key
     answers the sub-order the provider already has, or makes the one to cancel."""
@@ -230,37 +230,42 @@ async def _cancel(http: ProviderTransport, client: ProviderClient, job: LegJob) 
     if not external_id:
         if job.request is None:
             raise ProviderError("no sub-order id and nothing to create it again from")
-        external_id = (await client.create(http, job.request)).external_id
-    return await client.cancel(http, external_id)
+        external_id = (await provider.create(job.request)).external_id
+    return await provider.cancel(external_id)
 
 
-def _apply_answers(
+def _apply_results(
     jobs: list[LegJob],
-    answers: list[ProviderOrder | ProviderError],
+    results: list[ProviderOrder | ProviderError],
     lease_until: datetime,
     report: TickReport,
 ) -> None:
     answered: list[tuple[LegJob, ProviderOrder]] = []
     failed: list[tuple[LegJob, str]] = []
     cancels: list[tuple[LegJob, ProviderOrder | ProviderError]] = []
-    for job, answer in zip(jobs, answers, strict=True):
+    for job, result in zip(jobs, results, strict=True):
         if job.cancel:
-            cancels.append((job, answer))
-        elif isinstance(answer, ProviderError):
-            failed.append((job, str(answer)))
-        elif job.request is not None and len(answer.external_id) > EXTERNAL_ID_MAX_LENGTH:
+            cancels.append((job, result))
+        elif isinstance(result, ProviderError):
+            failed.append((job, str(result)))
+        elif job.request is not None and len(result.external_id) > EXTERNAL_ID_MAX_LENGTH:
             failed.append((job, f"external id longer than {EXTERNAL_ID_MAX_LENGTH}"))
         else:
-            answered.append((job, answer))
-    _apply_batch(answered, report)
+            answered.append((job, result))
+    # external ids first: a webhook for a sub-order we just created can only be matched once it is stored
+    created = {job.leg_id: answer.external_id for job, answer in answered if job.request is not None}
+    leases.legs_set_external_ids(external_ids=created)
+    report.created += len(created)
+    changed, errors = answers.apply_batch([(job.leg_id, job.provider, answer) for job, answer in answered])
+    report.changed += changed
+    report.unchanged += len(answered) - changed - len(errors)
+    report.errors.extend(errors)
     for job, error in failed:
         _record_failure(job, error, report)
-    for job, answer in cancels:
-        _apply_cancel(job, answer, report)
-    next_poll = lease_until - services.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
-    services.legs_reschedule(
-        leg_ids=[job.leg_id for job, _ in answered], lease_until=lease_until, at=next_poll
-    )
+    for job, result in cancels:
+        _apply_cancel(job, result, report)
+    next_poll = lease_until - leases.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
+    leases.legs_reschedule(leg_ids=[job.leg_id for job, _ in answered], lease_until=lease_until, at=next_poll)
 
 
 def _record_failure(job: LegJob, error: str, report: TickReport) -> None:
@@ -272,82 +277,19 @@ def _record_failure(job: LegJob, error: str, report: TickReport) -> None:
         report.errors.append(f"leg {job.leg_id}: {failure}")
 
 
-def _apply_cancel(job: LegJob, answer: ProviderOrder | ProviderError, report: TickReport) -> None:
+def _apply_cancel(job: LegJob, result: ProviderOrder | ProviderError, report: TickReport) -> None:
     """A cancel job's answer, through the services: confirmed, refused, or failed (retried)."""
     try:
-        if isinstance(answer, ProviderCancelRefused):
+        if isinstance(result, ProviderCancelRefused):
             report.cancels += 1
-            services.leg_cancel_refused(leg_id=job.leg_id, reason=answer.reason)
-        elif isinstance(answer, ProviderError) or len(answer.external_id) > EXTERNAL_ID_MAX_LENGTH:
+            services.leg_cancel_refused(leg_id=job.leg_id, reason=result.reason)
+        elif isinstance(result, ProviderError) or len(result.external_id) > EXTERNAL_ID_MAX_LENGTH:
             report.failed += 1
-            error = str(answer) if isinstance(answer, ProviderError) else "external id too long"
+            error = str(result) if isinstance(result, ProviderError) else "external id too long"
             services.leg_cancel_failed(leg_id=job.leg_id, error=error)
         else:
             report.cancels += 1
-            services.leg_cancel_confirmed(leg_id=job.leg_id, external_id=answer.external_id)
+            services.leg_cancel_confirmed(leg_id=job.leg_id, external_id=result.external_id)
     except Exception as failure:  # one leg's bad data must not stop the others
         logger.exception("Could not apply the cancel answer for leg %s", job.leg_id)
         report.errors.append(f"leg {job.leg_id}: {failure}")
-
-
-def _apply_batch(answered: list[tuple[LegJob, ProviderOrder]], report: TickReport) -> None:
-    """Bulk bookkeeping first, then one transaction per leg whose answer may change something."""
-    # external ids first: a webhook for a sub-order we just created can only be matched once it is stored
-    created = {job.leg_id: answer.external_id for job, answer in answered if job.request is not None}
-    services.legs_set_external_ids(external_ids=created)
-    report.created += len(created)
-    services.legs_clear_failures(leg_ids=[job.leg_id for job, _ in answered])
-    keys = [status_cache_key(job.provider, answer.external_id) for job, answer in answered]
-    known = cache.get_many(keys)
-    learned: dict[str, str] = {}
-    for (job, answer), key in zip(answered, keys, strict=True):
-        if known.get(key) == answer.status and answer.driver is None and answer.location is None:
-            report.unchanged += 1
-            continue
-        try:
-            changed = _apply_changes(job.leg_id, answer, "poll", known.get(key), learned, key)
-        except Exception as error:  # one leg's bad data must not stop the others
-            logger.exception("Could not apply the answer for leg %s", job.leg_id)
-            report.errors.append(f"leg {job.leg_id}: {error}")
-            continue
-        if changed:
-            report.changed += 1
-        else:
-            report.unchanged += 1
-    if learned:
-        cache.set_many(learned, STATUS_CACHE_SECONDS)
-
-
-def apply_answer(*, leg_id: int, provider: str, answer: ProviderOrder, source: str) -> bool:
-    """Apply one provider answer (from a poll or a webhook). True when it changed anything.
-
-    The cache remembers each leg's last provider status, so an unchanged answer costs no database write.
-    An unknown status is recorded on the leg as a failure and retried like one.
-    """
-    services.leg_clear_failure(leg_id=leg_id)
-    key = status_cache_key(provider, answer.external_id)
-    learned: dict[str, str] = {}
-    changed = _apply_changes(leg_id, answer, source, cache.get(key), learned, key)
-    if learned:
-        cache.set_many(learned, STATUS_CACHE_SECONDS)
-    return changed
-
-
-def _apply_changes(
-    leg_id: int, answer: ProviderOrder, source: str, known: str | None, learned: dict[str, str], key: str
-) -> bool:
-    """Courier and location, then the status unless the cache knows it; the status to cache in `learned`."""
-    changed = False
-    if answer.driver is not None or answer.location is not None:
-        changed = services.delivery_record_progress(
-            leg_id=leg_id, driver=answer.driver, location=answer.location
-        )
-    if known == answer.status:
-        return changed
-    try:
-        event = services.leg_apply_status(leg_id=leg_id, provider_status=answer.status, source=source)
-    except UnknownProviderStatus as error:
-        services.leg_record_failure(leg_id=leg_id, error=str(error))
-        return changed
-    learned[key] = answer.status
-    return changed or event is not None

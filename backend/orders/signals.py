@@ -1,0 +1,13 @@
+"""What orders announce once a change is committed, for the layers above to act on: the tasks enqueue
+work, realtime publishes positions. Receivers are connected in their AppConfig.ready(), so orders never
+imports them. (Committed events themselves leave through the relay: orders.relay.subscribe.)
+"""
+
+from django.dispatch import Signal
+
+# order_id: the order's legs are due now (orders.tasks.submit_order calls its providers at once)
+order_due = Signal()
+# order_id: the customer is told of the order's status (orders.tasks.send_order_email)
+order_notify = Signal()
+# courier_id: the courier's position changed (realtime publishes it to operators)
+courier_moved = Signal()
