@@ -20,6 +20,7 @@ PUBLIC_EVENT_TYPES: frozenset[str] = frozenset(
         OrderEvent.Type.LEG,
         OrderEvent.Type.OVERRIDE,
         OrderEvent.Type.RETRY,
+        OrderEvent.Type.COURIER,
     }
 )
 

@@ -207,6 +207,7 @@ class OrderEvent(models.Model):
         LEG = "leg.status", _("Leg status changed")
         OVERRIDE = "order.override", _("Status overridden")
         RETRY = "order.retry", _("Retried by an operator")
+        COURIER = "order.courier", _("Courier assigned")
         LEG_CANCEL = "leg.cancel", _("Leg cancellation")
         ALERT_RAISED = "alert.raised", _("Alert raised")
         ALERT_CLEARED = "alert.cleared", _("Alert cleared")

@@ -164,6 +164,7 @@ export function eventTypeLabel(type) {
     'leg.status': gettext('Provider update'),
     'order.override': gettext('Status overridden'),
     'order.retry': gettext('Retried by an operator'),
+    'order.courier': gettext('Courier assigned'),
     'leg.cancel': gettext('Cancellation at the provider'),
     'alert.raised': gettext('Alert raised'),
     'alert.cleared': gettext('Alert cleared'),
