@@ -68,13 +68,16 @@ LOCK_TIMEOUT_MS = 10_000
 # py-spy frames that tell which part of the tick a sample belongs to, innermost first. Events are
 # published by the relay process (realtime.broadcast.publish_released), never inside a tick.
 PHASES = (
-    # the calls' coroutines run on the provider loop's thread (orders.providers.http)
-    ("run_forever (asyncio/base_events.py", "provider calls"),
+    # the calls' coroutines run on the provider loop's own thread (orders.providers.http)
+    ("BaseEventLoop.run_forever (", "provider calls"),
     ("legs_claim_due (", "claim"),
     ("load_jobs (", "load legs"),
     ("legs_reschedule (", "reschedule"),
     ("_apply_results (", "apply answers"),
 )
+
+
+PROVIDER_LOOP = PHASES[0][0]
 
 
 def guard_database() -> None:
@@ -236,7 +239,7 @@ class Profiler:
         total = 0
         for line in self.out.read_text().splitlines():
             stack, _, samples = line.rpartition(" ")
-            if "poll_due_legs" not in stack or not samples.isdigit():
+            if not ("poll_due_legs" in stack or PROVIDER_LOOP in stack) or not samples.isdigit():
                 continue
             total += int(samples)
             phase = next((name for frame, name in PHASES if f";{frame}" in stack), "other")

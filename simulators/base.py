@@ -6,7 +6,7 @@ response shape (and, if it pushes webhooks, their body and signature); everythin
 injection, the in-memory store, the lazy time-based status progression, cancellation,
 ``Idempotency-Key`` handling, webhook delivery and the ``/_sim/`` admin endpoints.
 
-Everything runs on one event loop, the webhook sender included, and no handler awaits while it reads
+Everything runs on one (uvloop) event loop, the webhook sender included, and no handler awaits while it reads
 or changes the store, so the state needs no lock.
 """
 
@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -796,7 +797,7 @@ def run(simulator_class: type[ProviderSimulator], argv: Sequence[str] | None = N
     except ConfigError as exc:
         logging.getLogger(f"simulators.{name}").error("cannot start: %s", exc)
         return 2
-    return asyncio.run(_serve(simulator, host, port))
+    return uvloop.run(_serve(simulator, host, port))
 
 
 async def _serve(simulator: ProviderSimulator, host: str, port: int) -> int:

@@ -1,9 +1,11 @@
 """The one HTTP client the backend uses to call providers: a thin layer over aiohttp.
 
 One ``aiohttp.ClientSession`` per process lives on a dedicated event loop in a daemon thread, so its
-keep-alive connections (and their TLS sessions) serve one poll tick after another. Sync code submits
-work with ``run(coroutine)``; inside it, ``call()`` makes one request and returns an ``Answer`` whose
-body is already decoded, or raises ``TransportError`` / ``TransportTimeout`` with a readable message.
+keep-alive connections (and their TLS sessions) serve one poll tick after another. The loop is uvloop's:
+a poll tick makes thousands of small calls, and its C loop and transports cost less per call than
+asyncio's. Sync code submits work with ``run(coroutine)``; inside it, ``call()`` makes one request and
+returns an ``Answer`` whose body is already decoded, or raises ``TransportError`` / ``TransportTimeout``
+with a readable message.
 
 Two inputs, read at two moments:
 
@@ -39,6 +41,7 @@ from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
+import uvloop
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -117,7 +120,7 @@ class _Runtime:
 
     @classmethod
     def start(cls) -> "_Runtime":
-        loop = asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="provider-http", daemon=True)
         # Loading the CA bundle costs tens of milliseconds: here, in the caller's thread, not on the loop.
         tls = ssl.create_default_context()
