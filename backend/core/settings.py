@@ -141,12 +141,15 @@ try:
     AUTH_TOKEN_TTL_HOURS = env.float("AUTH_TOKEN_TTL_HOURS", validate=Range(min=0, min_inclusive=False))
     AUTH_TOKEN_LIMIT_PER_USER = env.int("AUTH_TOKEN_LIMIT_PER_USER", validate=Range(min=1))
     REALTIME_TICKET_SECONDS = env.int("REALTIME_TICKET_SECONDS", validate=Range(min=1, max=600))
+    # Shareable tracking links (/t/<token>/) stop working this many hours after they are made
+    TRACKING_LINK_TTL_HOURS = env.float("TRACKING_LINK_TTL_HOURS", 72, validate=_positive)
     # Abuse limits: rates such as 10/minute or 5/15min (core.limits), kept in Redis
     _rate = Regexp(r"^\s*\d+\s*/\s*\d*\s*(s|sec|second|m|min|minute|h|hour|d|day)s?\s*$")
     THROTTLE_SIGNIN_PER_IP = env.str("THROTTLE_SIGNIN_PER_IP", validate=_rate)
     THROTTLE_SIGNIN_FAILURES_PER_USERNAME = env.str("THROTTLE_SIGNIN_FAILURES_PER_USERNAME", validate=_rate)
     THROTTLE_ORDER_CREATE_PER_USER = env.str("THROTTLE_ORDER_CREATE_PER_USER", validate=_rate)
     THROTTLE_TICKET_PER_USER = env.str("THROTTLE_TICKET_PER_USER", validate=_rate)
+    THROTTLE_SHARE_PER_USER = env.str("THROTTLE_SHARE_PER_USER", validate=_rate)
     THROTTLE_WEBHOOK_PER_SOURCE = env.str("THROTTLE_WEBHOOK_PER_SOURCE", validate=_rate)
     REALTIME_FRAMES_PER_SECOND = env.float("REALTIME_FRAMES_PER_SECOND", validate=_positive)
     REALTIME_FRAME_BURST = env.int("REALTIME_FRAME_BURST", validate=Range(min=1))

@@ -65,3 +65,14 @@ class TicketThrottle(RedisThrottle):
 
     def ident(self, request: Request) -> str | None:
         return str(request.user.pk) if request.user.is_authenticated else None
+
+
+class ShareThrottle(RedisThrottle):
+    """Tracking links created by one user (POST /api/orders/{id}/share/)."""
+
+    name = "share"
+    rate_setting = "THROTTLE_SHARE_PER_USER"
+    methods = frozenset({"POST"})
+
+    def ident(self, request: Request) -> str | None:
+        return str(request.user.pk) if request.user.is_authenticated else None

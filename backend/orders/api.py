@@ -2,6 +2,7 @@
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, serializers, status
@@ -12,7 +13,7 @@ from rest_framework.views import APIView
 
 from core.auth import TOO_MANY
 from core.parsers import JSONParser
-from core.throttles import OrderCreateThrottle
+from core.throttles import OrderCreateThrottle, ShareThrottle
 
 from . import alerts, selectors, services
 from .disclosure import sees_internals
@@ -34,6 +35,7 @@ from .serializers import (
     RestaurantSerializer,
     ThroughputQuerySerializer,
     ThroughputSerializer,
+    TrackingLinkSerializer,
 )
 from .status import OrderStatus
 
@@ -293,3 +295,36 @@ class AlertAcknowledgeView(APIView):
         serializer.is_valid(raise_exception=True)
         alerts.alert_acknowledge(alert_id=pk, actor=request.user, note=serializer.validated_data["note"])
         return Response(AlertSerializer(selectors.alert_list().get(pk=pk)).data)
+
+
+class OrderShareView(APIView):
+    """Shareable tracking links of one order: its customer or an operator makes one, or revokes them all.
+
+    Anyone else gets 404, as for orders they cannot see (a courier sees the order but may not share it).
+    """
+
+    throttle_classes = [ShareThrottle]  # POST only
+
+    def get_order(self, pk: int) -> Order:
+        return generics.get_object_or_404(selectors.orders_shareable_by(self.request.user), pk=pk)
+
+    @extend_schema(request=None, responses={201: TrackingLinkSerializer, **errors(401, 404), 429: TOO_MANY})
+    def post(self, request: Request, pk: int) -> Response:
+        order = self.get_order(pk)
+        token, link = services.tracking_link_create(order_id=order.pk, actor=request.user)
+        body = {"url": reverse("track-shared", args=[token]), "expires_at": link.expires_at}
+        return Response(TrackingLinkSerializer(body).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: OpenApiResponse(
+                description="Every link of the order revoked; their pages and sockets close."
+            ),
+            **errors(401, 404),
+        },
+    )
+    def delete(self, request: Request, pk: int) -> Response:
+        order = self.get_order(pk)
+        services.tracking_links_revoke(order_id=order.pk, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,3 +1,5 @@
+import hashlib
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -317,3 +319,27 @@ class EventMark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} mark at #{self.seq}"
+
+
+class TrackingLink(models.Model):
+    """A link that lets anyone holding it follow one order, signed in or not (`/t/<token>/`).
+
+    Only the token's SHA-256 is stored: a leaked database does not hand out working links. A link stops
+    working when it expires or is revoked (orders.services.tracking_links_revoke).
+    """
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="tracking_links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"Tracking link of order #{self.order_id}"
+
+    @staticmethod
+    def hash_token(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()

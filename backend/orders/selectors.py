@@ -10,7 +10,7 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from .disclosure import PUBLIC_EVENT_TYPES, sees_internals
-from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, Restaurant
+from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, Restaurant, TrackingLink
 from .status import ACTIVE, OrderStatus
 
 LEG_LOOKUP_CACHE_SECONDS = 24 * 3600
@@ -180,3 +180,36 @@ def throughput_per_minute(*, minutes: int) -> list[dict[str, object]]:
             }
         )
     return series
+
+
+def tracking_link_active(token: str) -> TrackingLink | None:
+    """The link behind `token`, with its order; None when unknown, revoked or expired."""
+    return (
+        TrackingLink.objects.select_related("order")
+        .filter(
+            token_hash=TrackingLink.hash_token(token), revoked_at__isnull=True, expires_at__gt=timezone.now()
+        )
+        .first()
+    )
+
+
+def tracking_link_order(token: str) -> Order | None:
+    """The order a shared tracking link shows; None when the link is unknown, revoked or expired."""
+    link = tracking_link_active(token)
+    return link.order if link is not None else None
+
+
+def orders_shareable_by(user: AbstractBaseUser) -> QuerySet[Order]:
+    """The orders `user` may share a tracking link of: their own, or any for operators (not couriers)."""
+    orders = Order.objects.all()
+    return orders if user.is_staff else orders.filter(customer_id=user.pk)
+
+
+def public_order_detail(order_id: int) -> Order | None:
+    """One order with its public history (orders.disclosure), whoever asks: for a shared tracking link."""
+    events = OrderEvent.objects.filter(type__in=PUBLIC_EVENT_TYPES).order_by("seq")
+    return (
+        _with_details(Order.objects.filter(pk=order_id))
+        .prefetch_related(Prefetch("events", queryset=events))
+        .first()
+    )

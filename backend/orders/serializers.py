@@ -394,3 +394,10 @@ class ConflictSerializer(ErrorSerializer):
     """409 (and other domain errors, see `core.api.exception_handler`): a message and a stable code."""
 
     code = serializers.CharField()
+
+
+class TrackingLinkSerializer(serializers.Serializer):
+    """A new shareable tracking link: open `url` without signing in until `expires_at`."""
+
+    url = serializers.CharField(help_text="Path of the tracking page, `/t/<token>/`; shown only once.")
+    expires_at = serializers.DateTimeField()

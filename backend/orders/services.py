@@ -22,6 +22,7 @@ Each step is a `leg.cancel` OrderEvent.
 
 import logging
 import random
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +36,7 @@ from django.utils import timezone
 
 from . import alerts, signals
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
-from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem
+from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, TrackingLink
 from .providers import PROVIDER_CANCELLED, Driver, get_provider
 from .status import (
     ACTIVE,
@@ -868,3 +869,48 @@ def order_reassign_courier(
     )
     logger.info("Order %s reassigned from %s to courier %s by %s", order.pk, previous, courier.pk, actor)
     return event
+
+
+# --- shareable tracking links ------------------------------------------------------------------------------
+
+
+def _may_share(order: Order, actor: AbstractBaseUser) -> bool:
+    return bool(actor.is_staff) or order.customer_id == actor.pk
+
+
+def tracking_link_create(*, order_id: int, actor: AbstractBaseUser) -> tuple[str, TrackingLink]:
+    """A new link to follow the order without signing in, valid for TRACKING_LINK_TTL_HOURS.
+
+    Returns the token (shown once: only its hash is stored) and the link. The order's customer and
+    operators may share it.
+    """
+    order = Order.objects.get(pk=order_id)
+    if not _may_share(order, actor):
+        raise PermissionDenied("Only the order's customer or an operator may share it.")
+    token = secrets.token_urlsafe(24)
+    now = timezone.now()
+    link = TrackingLink.objects.create(
+        order=order,
+        token_hash=TrackingLink.hash_token(token),
+        created_at=now,
+        expires_at=now + timedelta(hours=settings.TRACKING_LINK_TTL_HOURS),
+        created_by=actor,
+    )
+    logger.info("Tracking link %s of order %s created by %s", link.pk, order.pk, actor)
+    return token, link
+
+
+@transaction.atomic
+def tracking_links_revoke(*, order_id: int, actor: AbstractBaseUser) -> int:
+    """Revoke every live tracking link of the order; the sockets opened through them are closed after
+    commit (orders.signals.tracking_revoked). Returns how many links were revoked."""
+    order = _lock_order(order_id)
+    if not _may_share(order, actor):
+        raise PermissionDenied("Only the order's customer or an operator may revoke its links.")
+    revoked = TrackingLink.objects.filter(order_id=order.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    # Announced even when nothing was live: cheap, and a socket that raced a revocation is closed too.
+    transaction.on_commit(partial(signals.tracking_revoked.send, sender=TrackingLink, order_id=order.pk))
+    logger.info("%d tracking links of order %s revoked by %s", revoked, order.pk, actor)
+    return revoked

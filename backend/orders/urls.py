@@ -12,6 +12,7 @@ urlpatterns = [
     path("orders/<int:pk>/retry/", api.OrderRetryView.as_view(), name="order-retry"),
     path("stats/throughput/", api.ThroughputView.as_view(), name="throughput"),
     path("orders/<int:pk>/override/", api.OrderOverrideView.as_view(), name="order-override"),
+    path("orders/<int:pk>/share/", api.OrderShareView.as_view(), name="order-share"),
     path("alerts/", api.AlertListView.as_view(), name="alert-list"),
     path("alerts/<int:pk>/acknowledge/", api.AlertAcknowledgeView.as_view(), name="alert-acknowledge"),
 ]

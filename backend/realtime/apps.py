@@ -13,3 +13,4 @@ class RealtimeConfig(AppConfig):
         # orders announces; it never imports us
         relay.subscribe(broadcast.publish_released)
         signals.courier_moved.connect(broadcast.location_moved, dispatch_uid="realtime.location_moved")
+        signals.tracking_revoked.connect(broadcast.tracking_revoked, dispatch_uid="realtime.tracking_revoked")

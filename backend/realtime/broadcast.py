@@ -43,12 +43,29 @@ def courier_group(courier_id: int) -> str:
     return f"courier.{courier_id}"
 
 
+def tracking_group(order_id: int) -> str:
+    """The sockets opened through the order's tracking links (they join it themselves: it carries no
+    events, only the revocation of the links)."""
+    return f"track.{order_id}"
+
+
 # --- what orders announces ------------------------------------------------------------------------------
 
 
 def location_moved(sender: object, *, courier_id: int, **kwargs: object) -> None:
     """orders.signals.courier_moved receiver (sent after commit): publish the courier's position."""
     publish_location(courier_id)
+
+
+def tracking_revoked(sender: object, *, order_id: int, **kwargs: object) -> None:
+    """orders.signals.tracking_revoked receiver (sent after commit): close the sockets opened through the
+    order's links. Not raised: the links are revoked in the database, which a reconnect checks."""
+    try:
+        _publisher().send_all([(tracking_group(order_id), {"type": "tracking.revoked"})]).result(
+            timeout=PUBLISH_TIMEOUT_SECONDS
+        )
+    except Exception:
+        logger.exception("Could not close the tracking sockets of order %s", order_id)
 
 
 # --- publishing -------------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ Connecting with `?after=<seq>` resumes instead of taking a snapshot. Sign in wit
 `Authorization: Token` header or the session (realtime.auth). Close codes: 4401 not signed in, 4403 not
 allowed, 4429 over the frame rate or the user's socket cap, 4503 reconnect with `?after=`.
 
-Shapes (orders.disclosure): /ws/operators/ carries orders and events whole; /ws/orders/<id>/ and
-/ws/couriers/ the public shape and only the public events, even for staff (the shape follows the stream,
-as it follows the group in realtime.broadcast). Their seqs have gaps where events are not shown.
+Shapes (orders.disclosure): /ws/operators/ carries orders and events whole; /ws/orders/<id>/,
+/ws/track/<token>/ (a shared tracking link, no sign-in) and /ws/couriers/ the public shape and only the
+public events, even for staff (the shape follows the stream, as it follows the group in
+realtime.broadcast). Their seqs have gaps where events are not shown.
 
 Ordering: events reach every client in seq order, each once. The relay (orders.relay) releases them in
 seq order only up to its high-water mark, below which every seq is committed or will never exist;
@@ -35,6 +36,7 @@ from autobahn.exception import Disconnected
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db.models import QuerySet, prefetch_related_objects
+from django.utils import timezone
 
 from orders import relay, selectors, services
 from orders.disclosure import PUBLIC_EVENT_TYPES
@@ -148,12 +150,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     stream: Stream | None = None
     open = False
+    anonymous = False  # whether a socket may connect without signing in (a tracking link's)
 
     # --- connection ---------------------------------------------------------------------------------------
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        if not self.anonymous and (user is None or not user.is_authenticated):
             await self._refuse(CLOSE_UNAUTHENTICATED)
             return
         self.socket_id = uuid.uuid4().hex
@@ -196,13 +199,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
     def _admit(self, user: Any) -> tuple[Stream | None, bool]:
         """What this user may see, and whether they may open one more socket (REALTIME_SOCKETS_PER_USER)."""
         stream = self.authorize(user)
-        return stream, stream is not None and caps.claim(user.pk, self.socket_id)
+        return stream, stream is not None and caps.claim(self.cap_holder(user), self.socket_id)
+
+    def cap_holder(self, user: Any) -> Any:
+        """Whose sockets this one counts among for REALTIME_SOCKETS_PER_USER (called once authorized)."""
+        return user.pk
 
     async def disconnect(self, code: int) -> None:
         if self.stream is None:
             return
         self.open = False
-        await asyncio.to_thread(caps.release, self.user.pk, self.socket_id)
+        await asyncio.to_thread(caps.release, self.cap_holder(self.user), self.socket_id)
         fanout = hub.hub()
         try:
             for group in self.stream.groups:
@@ -472,3 +479,72 @@ class OrderConsumer(LiveConsumer):
             visible=lambda: Order.objects.filter(pk=order_id),
             only_active=False,
         )
+
+
+class TrackingLinkConsumer(LiveConsumer):
+    """/ws/track/<token>/: anyone holding a live tracking link follows that one order, signed in or not, in
+    its public shape, as its customer does on /ws/orders/<id>/. Closed with 4403 once the link is revoked
+    (orders.signals.tracking_revoked, relayed to the group `track.<order id>`) or expires.
+
+    Sockets of one link count together against REALTIME_SOCKETS_PER_USER.
+    """
+
+    anonymous = True
+    link_id: int | None = None
+    revocations = ""  # the channel-layer group that announces the revocation of the order's links
+    expiry: asyncio.Task | None = None
+
+    def authorize(self, user: Any) -> Stream | None:
+        link = selectors.tracking_link_active(self._token())
+        if link is None:
+            return None
+        self.link_id, self.order_id, self.expires_at = link.pk, link.order_id, link.expires_at
+        order_id = link.order_id
+        return Stream(
+            groups=[broadcast.order_group(order_id)],
+            visible=lambda: Order.objects.filter(pk=order_id),
+            only_active=False,
+        )
+
+    def cap_holder(self, user: Any) -> Any:
+        return f"link.{self.link_id}"
+
+    def _token(self) -> str:
+        return self.scope["url_route"]["kwargs"]["token"]
+
+    async def connect(self) -> None:
+        await super().connect()
+        if self.stream is None or not self.open:
+            return
+        self.revocations = broadcast.tracking_group(self.order_id)
+        await self.channel_layer.group_add(self.revocations, self.channel_name)
+        # A revocation committed before the group was joined was announced to no one here: look again.
+        if await in_thread_pool(selectors.tracking_link_active)(self._token()) is None:
+            await self._end("revoked")
+            return
+        self.expiry = asyncio.create_task(self._expire_at(self.expires_at))
+
+    async def disconnect(self, code: int) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        if self.revocations:
+            try:
+                await self.channel_layer.group_discard(self.revocations, self.channel_name)
+            except Exception as error:  # Redis is down: its subscriptions are gone anyway
+                logger.info("Could not leave %s on disconnect: %s", self.revocations, error)
+        await super().disconnect(code)
+
+    async def tracking_revoked(self, message: dict[str, Any]) -> None:
+        """The order's links were revoked (realtime.broadcast.tracking_revoked)."""
+        await self._end("revoked")
+
+    async def _expire_at(self, expires_at: Any) -> None:
+        await asyncio.sleep(max((expires_at - timezone.now()).total_seconds(), 0))
+        await self._end("expired")
+
+    async def _end(self, why: str) -> None:
+        if not self.open:
+            return
+        self.open = False
+        logger.info("Tracking link %s of order %s %s: closing its socket", self.link_id, self.order_id, why)
+        await self.close(code=CLOSE_FORBIDDEN)

@@ -1,4 +1,5 @@
-"""The operator dashboard and the customer tracking page: server-rendered shells; the JS does the rest."""
+"""The operator dashboard, the customer tracking page and the courier page: server-rendered shells; the JS
+does the rest."""
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -6,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from orders import selectors
-from orders.models import Alert
+from orders.models import Alert, Courier
 from orders.status import PIPELINE, OrderStatus
 
 
@@ -46,3 +47,22 @@ def track_order(request: HttpRequest, order_id: int) -> HttpResponse:
         },
     }
     return render(request, "track.html", context)
+
+
+@login_required
+def courier_page(request: HttpRequest) -> HttpResponse:
+    """The couriers' reference client of /ws/couriers/: their orders live, and their position shared."""
+    # The same check as realtime.consumers.CourierConsumer: an active Courier profile.
+    courier = Courier.objects.filter(user=request.user, is_active=True).first()
+    if courier is None:
+        return render(request, "couriers_only.html", status=403)
+    context = {
+        "courier": courier,
+        "status_labels": dict(OrderStatus.choices),
+        "config": {
+            "wsPath": "/ws/couriers/",
+            "courier": {"id": courier.pk, "name": courier.name},
+            "locationMinIntervalSeconds": settings.REALTIME_LOCATION_MIN_INTERVAL_SECONDS,
+        },
+    }
+    return render(request, "courier.html", context)

@@ -2,7 +2,7 @@
 
 The browser reports each resource or inline code the policy refuses as a console error naming the
 "Content Security Policy"; one session visits the sign-in page, the dashboard (with its WebSocket), the
-tracking page, the Django admin and the Swagger UI, and none may be reported.
+tracking page, the courier page, the Django admin and the Swagger UI, and none may be reported.
 """
 
 import re
@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
+from orders.models import Courier
 from orders.tests import factories
 
 from .conftest import in_thread
@@ -48,6 +49,11 @@ def test_pages_run_under_the_content_security_policy(world, page, rest, live_sta
     assert page.evaluate("document.body.style.transform") == "translate(1px, 2px)"
 
     page.goto(f"/orders/{order}/track/")
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "connected")
+
+    # The courier page needs a courier profile: the operator rides too, for this check.
+    in_thread(lambda: Courier.objects.create(user=world.operator, name="Olena"))
+    page.goto("/courier/")
     expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "connected")
 
     page.goto("/admin/")

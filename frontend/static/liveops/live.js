@@ -20,7 +20,8 @@ export class LiveSocket {
   /**
    * @param {string} path  e.g. "/ws/operators/"
    * @param {object} handlers  onSnapshot(frame), onEvents(events), onLocations(couriers),
-   *                           onState(state, reason) with state connected | reconnecting | offline
+   *                           onState(state, reason) with state connected | reconnecting | offline,
+   *                           onError(frame) for the server's error frames (optional)
    */
   constructor(path, handlers) {
     this.path = path;
@@ -139,8 +140,11 @@ export class LiveSocket {
     this.timers.watchdog = null;
   }
 
+  /** Sends a frame if the socket is open; returns whether it did. */
   send(frame) {
-    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(frame));
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
+    this.socket.send(JSON.stringify(frame));
+    return true;
   }
 
   setState(state, reason) {
@@ -193,6 +197,7 @@ export class LiveSocket {
         break;
       case 'error':
         console.warn('live socket error', frame.code, frame.error); // eslint-disable-line no-console
+        if (this.handlers.onError) this.handlers.onError(frame);
         break;
       default:
         break; // pong, and frame types a newer server may add

@@ -167,8 +167,9 @@ const live = new LiveSocket(config.wsPath, {
   onState: bindIndicator(document.querySelector('[data-testid="live-indicator"]')),
 });
 
-// The history before this page opened; live events fill in from there.
-api(`/api/orders/${orderId}/`)
+// The history before this page opened; live events fill in from there. A page opened through a shared
+// link reads it from the link (config.orderUrl, no sign-in), as it follows the link's socket.
+api(config.orderUrl || `/api/orders/${orderId}/`)
   .then((detail) => {
     (detail.events || []).forEach(remember);
     renderEvents();
