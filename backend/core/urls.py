@@ -6,7 +6,6 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from orders.webhooks import provider_webhook
 from realtime import api as realtime_api
-from realtime import shared as realtime_shared
 from realtime import views as realtime_views
 
 from . import api, auth
@@ -15,8 +14,8 @@ from .health import healthz
 urlpatterns = [
     path("", realtime_views.dashboard, name="dashboard"),
     path("orders/<int:order_id>/track/", realtime_views.track_order, name="track-order"),
-    path("t/<str:token>/", realtime_shared.shared_track, name="track-shared"),
-    path("t/<str:token>/order.json", realtime_shared.shared_order, name="track-shared-order"),
+    path("t/<str:token>/", realtime_views.shared_track, name="track-shared"),
+    path("t/<str:token>/order.json", realtime_views.shared_order, name="track-shared-order"),
     path("courier/", realtime_views.courier_page, name="courier"),
     path(
         "login/",

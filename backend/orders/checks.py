@@ -25,12 +25,8 @@ def check_providers(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
                 )
             )
     name = settings.DELIVERY_PROVIDER
-    if name in settings.PROVIDERS and not problems and get_provider(name).kind != "delivery":
-        problems.append(
-            checks.Error(
-                f"DELIVERY_PROVIDER {name!r} is a {get_provider(name).kind} provider", id="orders.E003"
-            )
-        )
+    if name in settings.PROVIDERS and not problems and (kind := get_provider(name).kind) != "delivery":
+        problems.append(checks.Error(f"DELIVERY_PROVIDER {name!r} is a {kind} provider", id="orders.E003"))
     return problems
 
 

@@ -100,6 +100,11 @@ def order_detail_queryset(*, user: AbstractBaseUser) -> QuerySet[Order]:
     return _with_details(orders_visible_to(user)).prefetch_related(Prefetch("events", queryset=events))
 
 
+def active_courier_of(user: AbstractBaseUser) -> Courier | None:
+    """The user's courier profile if it is active: who may use /courier/ and /ws/couriers/."""
+    return Courier.objects.filter(user=user, is_active=True).first()
+
+
 def courier_list() -> QuerySet[Courier]:
     return Courier.objects.filter(is_active=True).order_by("name")
 

@@ -471,14 +471,10 @@ def delivery_record_progress(
     courier = _courier_for(driver, leg.provider)
     if order.courier_id != courier.pk and not _operator_chose_courier(order):
         previous = order.courier.name if order.courier_id else ""
-        order.courier = courier
-        order.save(update_fields=["courier", "updated_at"])
-        _append_event(
-            order=order,
-            type=OrderEvent.Type.COURIER,
+        _assign_courier(
+            order,
+            courier,
             source=source,
-            from_status=order.status,
-            to_status=order.status,
             leg=leg,
             reason=f"{previous} → {courier.name}" if previous else courier.name,
         )
@@ -487,6 +483,30 @@ def delivery_record_progress(
         _courier_move(courier, location)
         changed = True
     return changed
+
+
+def _assign_courier(
+    order: Order,
+    courier: Courier,
+    *,
+    source: str,
+    leg: Leg | None,
+    reason: str,
+    actor: AbstractBaseUser | None = None,
+) -> OrderEvent:
+    """Hand a locked order to `courier`: the `order.courier` event brings it to that courier's socket."""
+    order.courier = courier
+    order.save(update_fields=["courier", "updated_at"])
+    return _append_event(
+        order=order,
+        type=OrderEvent.Type.COURIER,
+        source=source,
+        from_status=order.status,
+        to_status=order.status,
+        leg=leg,
+        actor=actor,
+        reason=reason,
+    )
 
 
 def _operator_chose_courier(order: Order) -> bool:
@@ -854,16 +874,11 @@ def order_reassign_courier(
     if order.courier_id == courier.pk:
         raise ActionNotAllowed(f"Order #{order.pk} is already carried by {courier.name}.")
     previous = order.courier.name if order.courier_id else "nobody"
-    order.courier = courier
-    order.save(update_fields=["courier", "updated_at"])
-    delivery = Leg.objects.filter(order=order, kind=Leg.Kind.DELIVERY).first()
-    event = _append_event(
-        order=order,
-        type=OrderEvent.Type.COURIER,
+    event = _assign_courier(
+        order,
+        courier,
         source=OrderEvent.Source.OPERATOR,
-        from_status=order.status,
-        to_status=order.status,
-        leg=delivery,
+        leg=Leg.objects.filter(order=order, kind=Leg.Kind.DELIVERY).first(),
         actor=actor,
         reason=f"Courier {previous} → {courier.name}: {reason.strip()}",
     )

@@ -40,7 +40,7 @@ from django.utils import timezone
 
 from orders import relay, selectors, services
 from orders.disclosure import PUBLIC_EVENT_TYPES
-from orders.models import Courier, Order, OrderEvent
+from orders.models import Order, OrderEvent
 from orders.status import ACTIVE
 
 from . import broadcast, caps, hub, payloads
@@ -432,7 +432,7 @@ class CourierConsumer(LiveConsumer):
     """/ws/couriers/: a courier sees the orders assigned to them and may report their location."""
 
     def authorize(self, user: Any) -> Stream | None:
-        courier = Courier.objects.filter(user=user, is_active=True).first()
+        courier = selectors.active_courier_of(user)
         if courier is None:
             return None
         self.courier_id = courier.pk

@@ -1,5 +1,5 @@
 """Shareable tracking links: the REST endpoints that make and revoke them, and the page and JSON a link opens
-without signing in (orders.services.tracking_link_create, realtime.shared)."""
+without signing in (orders.services.tracking_link_create, realtime.views)."""
 
 from datetime import datetime, timedelta
 
