@@ -51,6 +51,31 @@ def isolated_limits(settings) -> None:
     settings.LIMITS_KEY_PREFIX = f"test-limits-{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(autouse=True)
+def geocoding_off(settings) -> None:
+    """No map lookups unless a test asks for the `geocoder` fixture: orders are created `off` the map."""
+    settings.GEOCODER_URL = ""
+
+
+@pytest.fixture(scope="session")
+def geocoder_process(tmp_path_factory) -> Iterator[Simulator]:
+    """The geocoding simulator (simulators.nominatim) as a real process."""
+    simulator = start_simulator("nominatim", simulator_env(), tmp_path_factory.mktemp("geocoder"))
+    yield simulator
+    stop_simulator(simulator)
+
+
+@pytest.fixture
+def geocoder(geocoder_process, settings) -> Simulator:
+    """Settings pointed at a fresh geocoding simulator, with room for every lookup a test makes."""
+    geocoder_process.restore()
+    settings.GEOCODER_URL = geocoder_process.url
+    settings.GEOCODER_RATE = "10000/second"
+    settings.GEOCODER_TIMEOUT_SECONDS = 2
+    settings.GEOCODER_RETRIES = 2
+    return geocoder_process
+
+
 class RunningRelay:
     """The event relay (orders.relay) in a thread of this process, as `manage.py relay_events` runs it."""
 

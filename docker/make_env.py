@@ -8,8 +8,8 @@ says "Docker: ..." that value:
   - "Docker: a random ..."         a fresh random 50-character secret (letters and digits);
   - "Docker: A and B (...)"        A for the first variable under the comment, B for the second;
   - "Docker: VALUE (...)"          VALUE for the first variable under the comment.
-Five values depend on where the site runs and on the secrets drawn above, so they are computed
-(COMPUTED below): ALLOWED_HOSTS and CSRF_TRUSTED_ORIGINS from --public-url (default http://localhost,
+Six values depend on where the site runs and on the secrets drawn above, so they are computed
+(COMPUTED below): ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS and PUBLIC_URL from --public-url (default http://localhost,
 with NGINX_PORT when it is not 80), SECURE_SSL_REDIRECT and SECURE_HSTS_SECONDS from its scheme (on for
 https://, off for a plain-HTTP site, which a redirect to https:// would make unreachable), and
 DATABASE_URL from POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB. A "Docker:" text that fits no rule
@@ -51,6 +51,7 @@ COMPUTED = (
     "SECURE_SSL_REDIRECT",
     "SECURE_HSTS_SECONDS",
     "DATABASE_URL",
+    "PUBLIC_URL",
 )
 # The Bueno simulator posts its webhooks to http://web:8000 inside the compose network (BUENO_WEBHOOK_URL),
 # so Django must accept the Host "web" as well as the public one.
@@ -144,6 +145,7 @@ def docker_values(env_default: str, public_url: str | None) -> dict[str, str]:
         raise ValueError(f"--public-url must look like https://ops.example.com, not {public_url!r}")
     values["ALLOWED_HOSTS"] = ",".join([url.hostname, *INTERNAL_HOSTS])
     values["CSRF_TRUSTED_ORIGINS"] = f"{url.scheme}://{url.netloc}"
+    values["PUBLIC_URL"] = f"{url.scheme}://{url.netloc}"
     https = url.scheme == "https"
     values["SECURE_SSL_REDIRECT"] = "true" if https else "false"
     values["SECURE_HSTS_SECONDS"] = str(HSTS_SECONDS) if https else "0"

@@ -239,6 +239,16 @@ def require_int(value: object, name: str, low: int, high: int) -> int:
     return value
 
 
+def optional_point(lat: object, lng: object, name: str) -> tuple[float, float] | None:
+    """A stop's coordinates as sent (both null/absent: none), checked to be on the globe."""
+    if lat is None and lng is None:
+        return None
+    numbers = all(isinstance(value, int | float) and not isinstance(value, bool) for value in (lat, lng))
+    if not numbers or not (-90 <= lat <= 90 and -180 <= lng <= 180):  # type: ignore[operator]
+        raise ApiError(400, f"{name} must be a latitude within [-90, 90] and a longitude within [-180, 180]")
+    return (float(lat), float(lng))  # type: ignore[arg-type]
+
+
 def require_object(value: object, name: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, f"{name} must be an object")
@@ -394,11 +404,7 @@ class ProviderSimulator:
         request, turns errors into JSON and injects the faults."""
         app = web.Application(middlewares=[self._middleware()], client_max_size=MAX_BODY_BYTES)
         routes = app.router
-        routes.add_route("GET", f"{ADMIN_PREFIX}health", self._health)
-        routes.add_route("GET", f"{ADMIN_PREFIX}config", self._get_config)
-        routes.add_route("POST", f"{ADMIN_PREFIX}config", self._update_config)
-        routes.add_route("GET", f"{ADMIN_PREFIX}stats", self._get_stats)
-        routes.add_route("POST", f"{ADMIN_PREFIX}reset", self._reset)
+        self.add_admin_routes(routes)
         routes.add_route("POST", f"{ADMIN_PREFIX}advance", self._advance)
         item_path = self.collection_path.rstrip("/") + "/{order_id}"
         routes.add_route("POST", self.collection_path, self._create)
@@ -407,6 +413,14 @@ class ProviderSimulator:
         if self.pushes_webhooks:
             app.cleanup_ctx.append(self._webhook_sender)
         return app
+
+    def add_admin_routes(self, routes: web.UrlDispatcher) -> None:
+        """``/_sim/health``, ``config`` (GET and POST), ``stats`` and ``reset``."""
+        routes.add_route("GET", f"{ADMIN_PREFIX}health", self._health)
+        routes.add_route("GET", f"{ADMIN_PREFIX}config", self._get_config)
+        routes.add_route("POST", f"{ADMIN_PREFIX}config", self._update_config)
+        routes.add_route("GET", f"{ADMIN_PREFIX}stats", self._get_stats)
+        routes.add_route("POST", f"{ADMIN_PREFIX}reset", self._reset)
 
     def _middleware(self) -> Middleware:
         @web.middleware

@@ -20,13 +20,14 @@ from simulators.base import (
     Snapshot,
     WebhookEvent,
     hmac_sha256_hex,
+    optional_point,
     require_list,
     require_object,
     require_text,
     run,
     stable_index,
 )
-from simulators.uklon import driver_at, position_on_route
+from simulators.uklon import driver_at, position_on_route, route_of
 
 SEARCHING, COURIER_ASSIGNED, PICKED_UP, DELIVERED = "searching", "courier_assigned", "picked_up", "delivered"
 # The fleet. The first three are Uklon's first three drivers, who work for both services: they are the
@@ -78,11 +79,20 @@ class Raketa(ProviderSimulator):
             note = pickup.get("note")
             if note is not None and not isinstance(note, str):
                 raise ApiError(400, f"{where}.note must be a string")
-            pickups.append({"address": require_text(pickup.get("address"), f"{where}.address"), "note": note})
+            pickups.append(
+                {
+                    "address": require_text(pickup.get("address"), f"{where}.address"),
+                    "note": note,
+                    "point": optional_point(pickup.get("lat"), pickup.get("lng"), where),
+                }
+            )
         dropoff = require_object(payload.get("dropoff"), "dropoff")
         return {
             "pickups": pickups,
-            "dropoff": {"address": require_text(dropoff.get("address"), "dropoff.address")},
+            "dropoff": {
+                "address": require_text(dropoff.get("address"), "dropoff.address"),
+                "point": optional_point(dropoff.get("lat"), dropoff.get("lng"), "dropoff"),
+            },
         }
 
     def describe(self, snapshot: Snapshot) -> dict[str, Any]:
@@ -109,8 +119,9 @@ class Raketa(ProviderSimulator):
         """Nowhere before pickup, on the way from the pickups to the dropoff, then at the dropoff."""
         if state not in {PICKED_UP, DELIVERED}:
             return None
-        addresses = [pickup["address"] for pickup in data["pickups"]] + [data["dropoff"]["address"]]
-        lat, lng = position_on_route(addresses, progress if state == PICKED_UP else 1.0)
+        stops = [*data["pickups"], data["dropoff"]]
+        route = route_of([stop["address"] for stop in stops], [stop["point"] for stop in stops])
+        lat, lng = position_on_route(route, progress if state == PICKED_UP else 1.0)
         return {"lat": lat, "lng": lng}
 
 

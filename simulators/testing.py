@@ -20,6 +20,7 @@ FAST_STEP_SECONDS = 0.1
 STARTUP_SECONDS = 10.0
 WEBHOOK_SECRET = "test-webhook-secret"
 PROVIDERS = ("melange", "bueno", "uklon", "raketa")
+SIMULATORS = (*PROVIDERS, "nominatim")  # the providers and the geocoder
 # Where a simulator that pushes webhooks sends them, and their key: never inherited from this process.
 WEBHOOK_VARIABLES = frozenset(
     f"{provider.upper()}_WEBHOOK_{suffix}" for provider in PROVIDERS for suffix in ("URL", "SECRET")
@@ -46,8 +47,8 @@ def free_port() -> int:
 
 
 def simulator_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without any simulator settings, with ``PYTHONPATH`` to find orders.geo,
-    plus ``overrides``."""
+    """This process's environment without any simulator settings, with ``PYTHONPATH`` to find the
+    simulators, plus ``overrides``."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -58,9 +59,8 @@ def simulator_env(**overrides: str) -> dict[str, str]:
 
 
 def python_path(env: dict[str, str]) -> str:
-    """``PYTHONPATH`` for a simulator process: backend/ (the simulators import orders.geo) and the repo
-    root first, then the other entries ``env`` had."""
-    entries = [str(ROOT / "backend"), str(ROOT), *env.get("PYTHONPATH", "").split(os.pathsep)]
+    """``PYTHONPATH`` for a simulator process: the repo root first, then the other entries ``env`` had."""
+    entries = [str(ROOT), *env.get("PYTHONPATH", "").split(os.pathsep)]
     return os.pathsep.join(dict.fromkeys(entry for entry in entries if entry))
 
 
@@ -104,12 +104,12 @@ class Simulator:
 def start_simulator(
     provider: str, env: dict[str, str], log_dir: Path, args: list[str] | None = None, port: int | None = None
 ) -> Simulator:
-    """Starts ``python -m simulators.<provider>`` (one of PROVIDERS) and waits for ``/_sim/health``.
+    """Starts ``python -m simulators.<provider>`` (one of SIMULATORS) and waits for ``/_sim/health``.
 
     With ``args`` None the port is passed as ``--port``; a port someone else grabbed is retried.
     """
-    if provider not in PROVIDERS:
-        raise ValueError(f"no simulator {provider!r}; there are {PROVIDERS}")
+    if provider not in SIMULATORS:
+        raise ValueError(f"no simulator {provider!r}; there are {SIMULATORS}")
     for _ in range(3):
         chosen_port = port or free_port()
         command_args = ["--host", "127.0.0.1", "--port", str(chosen_port)] if args is None else args

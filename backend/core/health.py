@@ -70,11 +70,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 def _relay_state() -> dict[str, object]:
-    """The released mark, how many seqs lie above it, and the mark's age while any do."""
+    """The released mark, how many seqs lie above it, and the mark's age while any do (measured on the
+    wall clock: now() is the transaction's start, older than a mark moved within it)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute(
-                """SELECT mark.seq, mark.updated_at, (SELECT MAX(seq) FROM orders_orderevent), now()
+                """SELECT mark.seq, mark.updated_at, (SELECT MAX(seq) FROM orders_orderevent),
+                          clock_timestamp()
                    FROM orders_eventmark AS mark WHERE mark.name = 'release'"""
             )
             row = cursor.fetchone()

@@ -51,6 +51,23 @@ def _ip_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValidationError(str(error)) from None
 
 
+def _tile_url(text: str) -> None:
+    """MAP_TILE_URL: empty, or an http(s) template with {z}, {x} and {y}."""
+    if not text:
+        return
+    if not re.match(r"^https?://[^/\s]+/", text) or not all(part in text for part in ("{z}", "{x}", "{y}")):
+        raise ValidationError("must be an http(s) URL template with {z}, {x} and {y}, or empty")
+
+
+def _tile_origin(template: str) -> list[str]:
+    """The CSP img-src source of the tile server: its origin, {s} subdomains as a wildcard."""
+    if not template:
+        return []
+    scheme, _, rest = template.partition("://")
+    host = rest.split("/", 1)[0]
+    return [f"{scheme}://{host.replace('{s}', '*')}"]
+
+
 def _provider_entry(text: str) -> tuple[str, str]:
     """One PROVIDERS entry → (name, module): `melange` is orders.providers.melange; `acme.couriers.fast`
     is that module, named `fast`."""
@@ -136,6 +153,8 @@ try:
             'Environment variable "EMAIL_URL" invalid: use console://, file://<dir>, memory:// or smtp://host:port.'
         )
     DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL")
+    # Where customers reach this site: the start of the tracking links in emails
+    PUBLIC_URL = _url("PUBLIC_URL", schemes=HTTP_SCHEMES).rstrip("/")
 
     # Sign-in tokens (django-rest-knox) and WebSocket tickets
     AUTH_TOKEN_TTL_HOURS = env.float("AUTH_TOKEN_TTL_HOURS", validate=Range(min=0, min_inclusive=False))
@@ -155,6 +174,19 @@ try:
     REALTIME_FRAME_BURST = env.int("REALTIME_FRAME_BURST", validate=Range(min=1))
     REALTIME_SOCKETS_PER_USER = env.int("REALTIME_SOCKETS_PER_USER", validate=Range(min=0))
     LIMITS_KEY_PREFIX = env.str("LIMITS_KEY_PREFIX", validate=Length(min=1, max=64))
+    # The street map (Leaflet): a tile URL template ({z}/{x}/{y}, optional {s}) and the credit its
+    # provider requires. Empty MAP_TILE_URL: no tiles, a plain background (tests, air-gapped demos).
+    MAP_TILE_URL = env.str("MAP_TILE_URL", "", validate=_tile_url)
+    MAP_TILE_ATTRIBUTION = env.str("MAP_TILE_ATTRIBUTION", "")
+    # Delivery addresses become map points through a Nominatim-compatible /search (orders.geocoding).
+    # Empty GEOCODER_URL: no lookups, orders stay without a point (and say so).
+    GEOCODER_URL = "" if _is_blank("GEOCODER_URL") else _url("GEOCODER_URL", schemes=HTTP_SCHEMES)
+    GEOCODER_USER_AGENT = env.str("GEOCODER_USER_AGENT", validate=Length(min=1, max=200))
+    GEOCODER_COUNTRY_CODES = env.str("GEOCODER_COUNTRY_CODES", "")
+    GEOCODER_RATE = env.str("GEOCODER_RATE", validate=_rate)
+    GEOCODER_TIMEOUT_SECONDS = env.float("GEOCODER_TIMEOUT_SECONDS", validate=_positive)
+    GEOCODER_CACHE_DAYS = env.float("GEOCODER_CACHE_DAYS", validate=Range(min=0))
+    GEOCODER_RETRIES = env.int("GEOCODER_RETRIES", validate=Range(min=0, max=50))
     DEMO_PASSWORD = env.str("DEMO_PASSWORD")
     SERVE_STATIC = DEBUG if _is_blank("SERVE_STATIC") else env.bool("SERVE_STATIC")
 except EnvError as error:
@@ -246,7 +278,7 @@ CONTENT_SECURITY_POLICY = {
         "default-src": [SELF],
         "script-src": [SELF],
         "style-src": [SELF],
-        "img-src": [SELF, "data:"],
+        "img-src": [SELF, "data:", *_tile_origin(MAP_TILE_URL)],
         "connect-src": [SELF],
         "object-src": [NONE],
         "base-uri": [SELF],
@@ -310,6 +342,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "core.context_processors.map_config",
             ],
         },
     },

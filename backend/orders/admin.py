@@ -74,9 +74,12 @@ class DishInline(admin.TabularInline):
 
 @admin.register(Restaurant)
 class RestaurantAdmin(admin.ModelAdmin):
-    list_display = ["name", "provider", "address", "sla_minutes", "is_active"]
+    """Where a kitchen is (lat/lng, both or neither) puts it on the map and starts its couriers' routes."""
+
+    list_display = ["name", "provider", "address", "lat", "lng", "sla_minutes", "is_active"]
     list_filter = ["provider", "is_active"]
     search_fields = ["name", "address"]
+    fields = ["name", "provider", "address", ("lat", "lng"), "sla_minutes", "is_active"]
     inlines = [DishInline]
 
 

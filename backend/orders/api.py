@@ -166,6 +166,7 @@ class OrderListCreateView(generics.ListAPIView):
             ],
             delivery_address=data["delivery_address"],
             eta=data.get("eta"),
+            phone=data["phone"],
         )
         order = selectors.order_list(user=request.user).get(pk=order.pk)
         return Response(order_serializer_for(request.user)(order).data, status=status.HTTP_201_CREATED)

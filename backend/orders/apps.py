@@ -12,5 +12,6 @@ class OrdersConfig(AppConfig):
 
         post_migrate.connect(install_schedules, sender=self, dispatch_uid="orders.install_schedules")
         signals.order_due.connect(tasks.enqueue_submit, dispatch_uid="orders.enqueue_submit")
+        signals.order_placed.connect(tasks.enqueue_locate, dispatch_uid="orders.enqueue_locate")
         signals.order_notify.connect(tasks.enqueue_email, dispatch_uid="orders.enqueue_email")
         checks.register()

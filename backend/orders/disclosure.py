@@ -21,6 +21,7 @@ PUBLIC_EVENT_TYPES: frozenset[str] = frozenset(
         OrderEvent.Type.OVERRIDE,
         OrderEvent.Type.RETRY,
         OrderEvent.Type.COURIER,
+        OrderEvent.Type.LOCATED,
     }
 )
 

@@ -1,6 +1,8 @@
 import hashlib
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -24,13 +26,42 @@ class Restaurant(models.Model):
             "Promised delivery time of an order without an ETA; empty = the global ALERT_LATE_MINUTES."
         ),
     )
+    lat = models.FloatField(
+        _("latitude"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(-90), MaxValueValidator(90)],
+        help_text=_("Where couriers pick up, in decimal degrees (50.4501); empty = not on the map."),
+    )
+    lng = models.FloatField(
+        _("longitude"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(-180), MaxValueValidator(180)],
+        help_text=_("Decimal degrees east (30.5234); set together with the latitude."),
+    )
     is_active = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(lat__isnull=True, lng__isnull=True)
+                | Q(lat__gte=-90, lat__lte=90, lng__gte=-180, lng__lte=180),
+                name="restaurant_point_valid",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if (self.lat is None) != (self.lng is None):
+            raise ValidationError(_("Give both the latitude and the longitude, or neither."))
+
+    @property
+    def point(self) -> tuple[float, float] | None:
+        return (self.lat, self.lng) if self.lat is not None and self.lng is not None else None
 
 
 class Dish(models.Model):
@@ -76,8 +107,25 @@ class Courier(models.Model):
 
 
 class Order(models.Model):
+    class GeocodeStatus(models.TextChoices):
+        PENDING = "pending", _("Being looked up")
+        FOUND = "found", _("Found")
+        NOT_FOUND = "not_found", _("Address not found")
+        FAILED = "failed", _("Geocoder unavailable")
+        OFF = "off", _("No geocoder configured")
+
     customer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
     delivery_address = models.CharField(max_length=300)
+    phone = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text=_("The customer's phone for the courier, as given with the order."),
+    )
+    lat = models.FloatField(null=True, blank=True, help_text=_("The delivery address's point (geocoded)."))
+    lng = models.FloatField(null=True, blank=True)
+    geocode_status = models.CharField(
+        max_length=10, choices=GeocodeStatus.choices, default=GeocodeStatus.PENDING
+    )
     eta = models.DateTimeField(null=True, blank=True, help_text=_("Requested delivery time; empty = ASAP."))
     status = models.CharField(max_length=20, choices=OrderStatus.choices, default=OrderStatus.SCHEDULED)
     total = models.PositiveIntegerField(help_text=_("Sum of items in minor units."))
@@ -96,10 +144,19 @@ class Order(models.Model):
         indexes = [models.Index(fields=["status", "created_at"])]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
+            models.CheckConstraint(
+                condition=Q(lat__isnull=True, lng__isnull=True)
+                | Q(lat__gte=-90, lat__lte=90, lng__gte=-180, lng__lte=180),
+                name="order_point_valid",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"Order #{self.pk} ({self.status})"
+
+    @property
+    def point(self) -> tuple[float, float] | None:
+        return (self.lat, self.lng) if self.lat is not None and self.lng is not None else None
 
 
 class OrderItem(models.Model):
@@ -210,6 +267,7 @@ class OrderEvent(models.Model):
         OVERRIDE = "order.override", _("Status overridden")
         RETRY = "order.retry", _("Retried by an operator")
         COURIER = "order.courier", _("Courier assigned")
+        LOCATED = "order.located", _("Delivery point looked up")
         LEG_CANCEL = "leg.cancel", _("Leg cancellation")
         ALERT_RAISED = "alert.raised", _("Alert raised")
         ALERT_CLEARED = "alert.cleared", _("Alert cleared")

@@ -149,8 +149,8 @@ def open_alerts() -> Prefetch:
 
 
 def with_payload_details(orders: QuerySet[Order]) -> QuerySet[Order]:
-    """What realtime payloads need: courier, legs with restaurants, open alerts."""
-    return orders.select_related("courier").prefetch_related(
+    """What realtime payloads need: customer, courier, legs with restaurants, open alerts."""
+    return orders.select_related("customer", "courier").prefetch_related(
         Prefetch("legs", queryset=Leg.objects.select_related("restaurant").order_by("id")), open_alerts()
     )
 

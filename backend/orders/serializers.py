@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from django.core.validators import RegexValidator
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
@@ -12,11 +13,20 @@ from core.fields import JSONCharField, JSONIntegerField
 
 from .alerts import order_promised_at
 from .disclosure import PUBLIC_EVENT_TYPES, public_reason
-from .geo import geocode
 from .models import MAX_QUANTITY, Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
 from .status import OrderStatus
 
 MAX_ITEMS = 100
+# [lat, lng] or null: the shape of every point in the API
+POINT_SCHEMA = {
+    "type": "array",
+    "items": {"type": "number"},
+    "minItems": 2,
+    "maxItems": 2,
+    "nullable": True,
+    "example": [50.4501, 30.5234],
+}
+PHONE_PATTERN = r"^\+?[0-9][0-9 ()-]{5,18}[0-9]$"
 
 
 class DishSerializer(serializers.ModelSerializer):
@@ -27,14 +37,18 @@ class DishSerializer(serializers.ModelSerializer):
 
 class RestaurantSerializer(serializers.ModelSerializer):
     dishes = DishSerializer(many=True, read_only=True)
-    location = serializers.SerializerMethodField(help_text="[lat, lng] of the address, for maps")
+    location = serializers.SerializerMethodField(
+        help_text="[lat, lng] where couriers pick up; null when not set"
+    )
 
     class Meta:
         model = Restaurant
         fields = ["id", "name", "address", "location", "dishes"]
 
-    def get_location(self, restaurant: Restaurant) -> list[float]:
-        return list(geocode(restaurant.address))
+    @extend_schema_field(POINT_SCHEMA)
+    def get_location(self, restaurant: Restaurant) -> list[float] | None:
+        point = restaurant.point
+        return list(point) if point else None
 
 
 class BoundedListSerializer(serializers.ListSerializer):
@@ -83,6 +97,19 @@ class OrderCreateSerializer(serializers.Serializer):
     items = OrderItemInputSerializer(many=True, allow_empty=False, max_length=MAX_ITEMS)
     delivery_address = JSONCharField(max_length=300, trim_whitespace=True)
     eta = serializers.DateTimeField(required=False, allow_null=True)
+    phone = JSONCharField(
+        max_length=20,
+        required=False,
+        allow_blank=True,
+        default="",
+        trim_whitespace=True,
+        validators=[
+            RegexValidator(
+                PHONE_PATTERN, "Enter a phone number: digits, spaces and + ( ) - only, 7 to 20 characters."
+            )
+        ],
+        help_text="The customer's phone for the courier (digits, spaces, + ( ) -); optional.",
+    )
 
     def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         dish_ids = [item["dish"].pk for item in items]
@@ -207,15 +234,30 @@ class OrderQuerySerializer(serializers.Serializer):
 
 
 class PromisedAtMixin(serializers.Serializer):
-    """An order's `promised_at`, in both of its shapes."""
+    """An order's `promised_at` and its map point, in both of its shapes."""
 
     promised_at = serializers.SerializerMethodField(
         help_text="The ETA, or placed + the kitchens' (or the global) SLA: when the order is late after."
+    )
+    destination = serializers.SerializerMethodField(
+        help_text="[lat, lng] of the delivery address, as the geocoder found it; null until found, or when "
+        "it was not (destination_status says which)."
+    )
+    destination_status = serializers.CharField(
+        source="geocode_status",
+        read_only=True,
+        help_text="pending (being looked up), found, not_found (the geocoder does not know the address), "
+        "failed (the geocoder could not be reached) or off (no geocoder configured).",
     )
 
     @extend_schema_field(OpenApiTypes.DATETIME)
     def get_promised_at(self, order: Order) -> str:
         return order_promised_at(order).isoformat()
+
+    @extend_schema_field(POINT_SCHEMA)
+    def get_destination(self, order: Order) -> list[float] | None:
+        point = order.point
+        return list(point) if point else None
 
 
 class OrderSerializer(PromisedAtMixin, serializers.ModelSerializer):
@@ -231,6 +273,9 @@ class OrderSerializer(PromisedAtMixin, serializers.ModelSerializer):
             "status",
             "total",
             "delivery_address",
+            "destination",
+            "destination_status",
+            "phone",
             "eta",
             "promised_at",
             "courier",
@@ -302,12 +347,11 @@ class ClosedSchema(OpenApiSerializerExtension):
 
 
 class PublicCourierSerializer(PublicModelSerializer):
-    """The courier's name and position: no phone (the delivery provider's personal data of its driver;
-    the tracking page does not call couriers)."""
+    """The courier's name, phone (the customer may call whoever brings their order) and position."""
 
     class Meta:
         model = Courier
-        fields = ["id", "name", "lat", "lng", "location_at"]
+        fields = ["id", "name", "phone", "lat", "lng", "location_at"]
 
 
 class PublicOrderSerializer(PromisedAtMixin, PublicModelSerializer):
@@ -324,6 +368,8 @@ class PublicOrderSerializer(PromisedAtMixin, PublicModelSerializer):
             "status",
             "total",
             "delivery_address",
+            "destination",
+            "destination_status",
             "eta",
             "promised_at",
             "courier",

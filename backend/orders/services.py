@@ -34,7 +34,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from . import alerts, signals
+from . import alerts, geocoding, signals
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, TrackingLink
 from .providers import PROVIDER_CANCELLED, Driver, get_provider
@@ -107,14 +107,21 @@ def order_create(
     items: Iterable[ItemInput],
     delivery_address: str,
     eta: datetime | None = None,
+    phone: str = "",
 ) -> Order:
-    """Create an order with its items and one kitchen leg per restaurant, status `scheduled`."""
+    """Create an order with its items and one kitchen leg per restaurant, status `scheduled`.
+
+    Its delivery address is looked up on the map after commit (`order_geocode`), never on the way in.
+    """
     items = list(items)
     if not items:
         raise ActionNotAllowed("An order needs at least one item.")
+    geocoding_on = bool(settings.GEOCODER_URL)
     order = Order.objects.create(
         customer=customer,
         delivery_address=delivery_address,
+        phone=phone,
+        geocode_status=Order.GeocodeStatus.PENDING if geocoding_on else Order.GeocodeStatus.OFF,
         eta=eta,
         total=sum(item.dish.price * item.quantity for item in items),
     )
@@ -143,8 +150,11 @@ def order_create(
         to_status=order.status,
         actor=customer,
     )
+    _on_commit_notify(order.pk)
     if submit_at <= order.created_at:
         _on_commit_submit(order.pk)
+    if geocoding_on:
+        transaction.on_commit(partial(signals.order_placed.send, sender=Order, order_id=order.pk))
     logger.info("Order %s created with %d items at %d restaurants", order.pk, len(items), len(restaurants))
     return order
 
@@ -199,7 +209,7 @@ def _transition(
         _lock_legs(order.pk)  # in id order first: an UPDATE by order_id would lock them in table order
         # a cancellation still being asked for goes on: its answer is wanted whatever the order became
         Leg.objects.filter(order=order).exclude(cancel_status=Cancel.REQUESTED).update(next_poll_at=None)
-    if to_status in TERMINAL:
+    if to_status in TERMINAL or to_status == OrderStatus.DELIVERING:
         _on_commit_notify(order.pk)
     order.save(update_fields=update_fields)
     if retry:
@@ -929,3 +939,49 @@ def tracking_links_revoke(*, order_id: int, actor: AbstractBaseUser) -> int:
     transaction.on_commit(partial(signals.tracking_revoked.send, sender=TrackingLink, order_id=order.pk))
     logger.info("%d tracking links of order %s revoked by %s", revoked, order.pk, actor)
     return revoked
+
+
+GEOCODE_REASONS = {
+    Order.GeocodeStatus.FOUND: "Delivery point found: {label}",
+    Order.GeocodeStatus.NOT_FOUND: "The geocoder does not know this address: the order has no map point",
+    Order.GeocodeStatus.FAILED: "The geocoder could not be reached, the order has no map point: {error}",
+}
+
+
+def order_geocode(*, order_id: int, geocoder: geocoding.Geocoder, give_up: bool = False) -> OrderEvent | None:
+    """Look the order's delivery address up and store its point (an `order.located` event).
+
+    The lookup runs outside any transaction. GeocoderError (RateLimited included) propagates for the
+    caller to try again later, unless `give_up`: then the order is left without a point, marked `failed`.
+    Nothing happens to an order already located or gone.
+    """
+    order = Order.objects.filter(pk=order_id).only("delivery_address", "geocode_status").first()
+    if order is None or order.geocode_status not in (Order.GeocodeStatus.PENDING, Order.GeocodeStatus.FAILED):
+        return None
+    try:
+        place = geocoding.locate(order.delivery_address, geocoder)
+    except geocoding.RateLimited:
+        raise
+    except geocoding.GeocoderError as error:
+        if not give_up:
+            raise
+        logger.warning("Order %s stays off the map: %s", order_id, error)
+        return _store_point(order_id, None, Order.GeocodeStatus.FAILED, error=str(error))
+    status = Order.GeocodeStatus.FOUND if place is not None else Order.GeocodeStatus.NOT_FOUND
+    return _store_point(order_id, place, status)
+
+
+@transaction.atomic
+def _store_point(
+    order_id: int, place: geocoding.Place | None, status: str, error: str = ""
+) -> OrderEvent | None:
+    order = Order.objects.select_for_update().filter(pk=order_id).first()
+    if order is None or order.geocode_status == Order.GeocodeStatus.FOUND:
+        return None  # gone, or located meanwhile by a duplicate task
+    order.lat, order.lng = (place.lat, place.lng) if place is not None else (None, None)
+    order.geocode_status = status
+    order.save(update_fields=["lat", "lng", "geocode_status", "updated_at"])
+    reason = GEOCODE_REASONS[status].format(label=place.label if place else "", error=error)
+    return _append_event(
+        order=order, type=OrderEvent.Type.LOCATED, source=OrderEvent.Source.SYSTEM, reason=reason
+    )

@@ -7,6 +7,8 @@ from django.dispatch import Signal
 
 # order_id: the order's legs are due now (orders.tasks.submit_order calls its providers at once)
 order_due = Signal()
+# order_id: a new order is committed (orders.tasks.locate_order looks its delivery address up)
+order_placed = Signal()
 # order_id: the customer is told of the order's status (orders.tasks.send_order_email)
 order_notify = Signal()
 # courier_id: the courier's position changed (realtime publishes it to operators)

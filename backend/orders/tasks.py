@@ -5,13 +5,15 @@ announce work after commit (orders.signals); OrdersConfig.ready() connects the r
 """
 
 import logging
+import random
 from dataclasses import asdict
 from smtplib import SMTPException
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
-from . import alerts, notifications
+from . import alerts, geocoding, notifications, services
 from .sync import tick
 
 logger = logging.getLogger(__name__)
@@ -56,12 +58,38 @@ def submit_order(order_id: int) -> None:
     soft_time_limit=30,
 )
 def send_order_email(order_id: int) -> None:
+    """Email the customer the status their order is in (received, on its way, how it ended), once each.
+    A failed send gives its claim back, so the retry sends it."""
     notifications.send_order_email(order_id=order_id)
+
+
+@shared_task(name="orders.locate_order", ignore_result=True, soft_time_limit=60)
+def locate_order(order_id: int, failures: int = 0) -> None:
+    """Find the order's delivery point. An unreachable geocoder is tried again with backoff, up to
+    GEOCODER_RETRIES times, then the order stays off the map; over GEOCODER_RATE, later (not a failure)."""
+    geocoder = geocoding.configured_geocoder()
+    if geocoder is None:
+        return
+    try:
+        services.order_geocode(
+            order_id=order_id, geocoder=geocoder, give_up=failures >= settings.GEOCODER_RETRIES
+        )
+    except geocoding.RateLimited as limited:
+        locate_order.apply_async((order_id, failures), countdown=limited.retry_after + random.random())
+    except geocoding.GeocoderError as error:
+        delay = min(2**failures, 300) + random.random()
+        logger.info("Order %s: geocoding again in %.0fs (%s)", order_id, delay, error)
+        locate_order.apply_async((order_id, failures + 1), countdown=delay)
 
 
 def enqueue_submit(sender: Any, *, order_id: int, **kwargs: Any) -> None:
     """orders.signals.order_due receiver."""
     submit_order.delay(order_id)
+
+
+def enqueue_locate(sender: Any, *, order_id: int, **kwargs: Any) -> None:
+    """orders.signals.order_placed receiver."""
+    locate_order.delay(order_id)
 
 
 def enqueue_email(sender: Any, *, order_id: int, **kwargs: Any) -> None:

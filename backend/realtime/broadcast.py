@@ -73,8 +73,9 @@ def tracking_revoked(sender: object, *, order_id: int, **kwargs: object) -> None
 
 def publish_released(events: list[OrderEvent]) -> None:
     """Send events the relay released (seq ascending) to every group that may see them, one message per
-    group: each event rendered at most twice, whole for operators and public for the others. Raises when
-    a group could not be reached, so that the relay tries again."""
+    group: each event rendered at most three times: whole for operators, public for the order's followers
+    and with the customer's contact for its courier. Raises when a group could not be reached, so that the
+    relay tries again."""
     if not events:
         return
     orders = {
@@ -92,10 +93,10 @@ def publish_released(events: list[OrderEvent]) -> None:
         if not is_public_event(event):
             continue
         public = payloads.public_event_payload(event, payloads.public_order_payload(full))
-        item = (event.seq, order.pk, payloads.dumps(public))
-        by_group[order_group(order.pk)].append(item)
+        by_group[order_group(order.pk)].append((event.seq, order.pk, payloads.dumps(public)))
         if order.courier_id:
-            by_group[courier_group(order.courier_id)].append(item)
+            carried = payloads.public_event_payload(event, payloads.courier_order_payload(full))
+            by_group[courier_group(order.courier_id)].append((event.seq, order.pk, payloads.dumps(carried)))
     messages = [(group, {"type": "order.events", "events": items}) for group, items in by_group.items()]
     _publisher().send_all(messages).result(timeout=PUBLISH_TIMEOUT_SECONDS)
 

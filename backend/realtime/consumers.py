@@ -81,6 +81,7 @@ class Stream:
     board: bool = False  # the operators' board: active orders, open alerts, today's finished ones
     share_key: str = ""  # streams with the same key see the same orders and may share a snapshot
     full: bool = False  # orders and events whole (operators); else their public shape and events
+    courier: bool = False  # the public shape with the customer's contact (the courier's own orders)
     order_seqs: dict[int, int] = field(default_factory=dict)
 
     def snapshot(self) -> Snapshot:
@@ -100,11 +101,9 @@ class Stream:
         elif self.only_active:
             orders = orders.filter(status__in=ACTIVE)
         rows = [
-            payloads.order_payload(order, seq=order.last_seq or 0)
+            self.shaped(payloads.order_payload(order, seq=order.last_seq or 0))
             for order in selectors.with_stream_details(orders)
         ]
-        if not self.full:
-            rows = [payloads.public_order_payload(row) for row in rows]
         texts = payloads.snapshot_frames(seq, [payloads.dumps(row) for row in rows])
         return Snapshot(seq, texts, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
@@ -131,11 +130,19 @@ class Stream:
             (event.seq, event.order_id, self._render(event, orders[event.order_id])) for event in events
         ]
 
+    def shaped(self, order: payloads.OrderPayload) -> dict[str, Any]:
+        """A built order in the shape this stream gets."""
+        if self.full:
+            return order
+        if self.courier:
+            return payloads.courier_order_payload(order)
+        return payloads.public_order_payload(order)
+
     def _render(self, event: OrderEvent, order: Order) -> str:
         full = payloads.order_payload(order, event.seq)
         if self.full:
             return payloads.dumps(payloads.event_payload(event, full))
-        return payloads.dumps(payloads.public_event_payload(event, payloads.public_order_payload(full)))
+        return payloads.dumps(payloads.public_event_payload(event, self.shaped(full)))
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -440,6 +447,7 @@ class CourierConsumer(LiveConsumer):
         return Stream(
             groups=[broadcast.courier_group(courier.pk)],
             visible=lambda: Order.objects.filter(courier_id=courier.pk),
+            courier=True,
         )
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None]]]:

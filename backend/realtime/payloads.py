@@ -11,13 +11,13 @@ from typing import Any, TypedDict
 
 from orders.alerts import order_promised_at
 from orders.disclosure import public_reason
-from orders.geo import geocode
 from orders.models import Alert, Courier, Order, OrderEvent
 
 
 class CourierPayload(TypedDict):
     id: int
     name: str
+    phone: str
     lat: float | None
     lng: float | None
     at: str | None
@@ -47,14 +47,27 @@ class PublicOrderPayload(TypedDict):
     eta: str | None
     promised_at: str  # the ETA, or placed + the kitchens' (or the global) SLA: what "late" counts from
     delivery_address: str
-    destination: tuple[float, float]
-    restaurants: list[dict[str, Any]]
+    destination: tuple[float, float] | None  # the geocoded point; None while looked up, or not found
+    destination_status: str  # Order.GeocodeStatus: pending, found, not_found, failed, off
+    restaurants: list[dict[str, Any]]  # {id, name, address, location: [lat, lng] | None}
     courier: CourierPayload | None
+
+
+class CustomerContact(TypedDict):
+    first_name: str
+    phone: str
+
+
+class CourierOrderPayload(PublicOrderPayload):
+    """What the courier carrying an order gets: the public shape and whom to hand it to."""
+
+    customer: CustomerContact
 
 
 class OrderPayload(PublicOrderPayload):
     """An order whole, for operators."""
 
+    customer: CustomerContact
     failure_reason: str
     legs: list[dict[str, Any]]
     alerts: list[AlertPayload]
@@ -68,6 +81,7 @@ def courier_payload(courier: Courier) -> CourierPayload:
     return {
         "id": courier.pk,
         "name": courier.name,
+        "phone": courier.phone,
         "lat": courier.lat,
         "lng": courier.lng,
         "at": _iso(courier.location_at),
@@ -89,8 +103,8 @@ def alert_payload(alert: Alert) -> AlertPayload:
 
 
 def order_payload(order: Order, seq: int) -> OrderPayload:
-    """An order as clients see it; `seq` is its last event they hold. Expects legs, couriers and open
-    alerts loaded (orders.selectors.with_payload_details)."""
+    """An order as clients see it; `seq` is its last event they hold. Expects the customer, legs, couriers
+    and open alerts loaded (orders.selectors.with_payload_details)."""
     legs = list(order.legs.all())
     restaurants = [leg.restaurant for leg in legs if leg.restaurant_id]
     return {
@@ -103,12 +117,19 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
         "eta": _iso(order.eta),
         "promised_at": order_promised_at(order).isoformat(),
         "delivery_address": order.delivery_address,
-        "destination": geocode(order.delivery_address),
+        "destination": order.point,
+        "destination_status": order.geocode_status,
         "restaurants": [
-            {"id": restaurant.pk, "name": restaurant.name, "location": geocode(restaurant.address)}
+            {
+                "id": restaurant.pk,
+                "name": restaurant.name,
+                "address": restaurant.address,
+                "location": restaurant.point,
+            }
             for restaurant in restaurants
         ],
         "courier": courier_payload(order.courier) if order.courier_id else None,
+        "customer": {"first_name": order.customer.first_name, "phone": order.phone},
         "failure_reason": order.failure_reason,
         "legs": [
             {
@@ -131,6 +152,11 @@ def order_payload(order: Order, seq: int) -> OrderPayload:
 def public_order_payload(order: OrderPayload) -> PublicOrderPayload:
     """The public part of a built order payload: PublicOrderPayload's keys, nothing else."""
     return {key: order[key] for key in PublicOrderPayload.__annotations__}
+
+
+def courier_order_payload(order: OrderPayload) -> CourierOrderPayload:
+    """The courier's part of a built order payload: the public keys and the customer's contact."""
+    return {key: order[key] for key in CourierOrderPayload.__annotations__}
 
 
 # The functional form: `from` is a Python keyword. `from` and `to` are the order's statuses around it.

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from orders.geo import geocode
+from simulators.geo import geocode
 from simulators.raketa import courier_for
 from simulators.tests.conftest import WEBHOOK_SECRET, Delivery, Simulator, WebhookReceiver, wait_until
 from simulators.uklon import driver_for

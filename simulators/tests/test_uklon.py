@@ -1,8 +1,8 @@
-"""Uklon: drivers and a moving location (coordinates: orders.geo, tested in orders/tests/test_geo.py)."""
+"""Uklon: drivers and a moving location (coordinates: simulators.geo, tested in test_geo.py)."""
 
 import pytest
 
-from orders.geo import geocode
+from simulators.geo import geocode
 from simulators.tests.conftest import Simulator, wait_until
 from simulators.uklon import driver_for
 

@@ -20,7 +20,7 @@ from orders.disclosure import PUBLIC_EVENT_TYPES
 from orders.models import Alert, Courier, Order
 from orders.sync import leases
 from orders.tests import factories
-from realtime.payloads import PublicOrderPayload
+from realtime.payloads import CourierOrderPayload, PublicOrderPayload
 from realtime.tests.test_consumers import frame, run, socket
 
 SUB_ORDER_ID = "mel-7f3a9c-internal"
@@ -48,9 +48,11 @@ INTERNAL_KEYS = {
     "actor",
     "source",
     "failure_reason",
-    "phone",
+    "customer",  # the customer's name and phone: operators', and the courier's of the orders it carries
 }
-SECRETS = [SUB_ORDER_ID, PROVIDER_ERROR, OVERRIDE_REASON, ACK_NOTE, PHONE, OPERATOR]
+CUSTOMER_PHONE = "+380679998877"
+# The courier's PHONE is public now: the customer calls whoever brings the order.
+SECRETS = [SUB_ORDER_ID, PROVIDER_ERROR, OVERRIDE_REASON, ACK_NOTE, CUSTOMER_PHONE, OPERATOR]
 
 
 def keys_in(data: Any) -> set[str]:
@@ -61,10 +63,13 @@ def keys_in(data: Any) -> set[str]:
     return set()
 
 
-def assert_public(data: Any) -> None:
-    assert not keys_in(data) & INTERNAL_KEYS, f"internal fields: {keys_in(data) & INTERNAL_KEYS}"
+def assert_public(data: Any, *, carrier: bool = False) -> None:
+    """Nothing internal in `data`; `carrier`: the courier's shape, which adds whom to hand the order to."""
+    internal = INTERNAL_KEYS - {"customer"} if carrier else INTERNAL_KEYS
+    assert not keys_in(data) & internal, f"internal fields: {keys_in(data) & internal}"
     text = json.dumps(data)
-    assert not [secret for secret in SECRETS if secret in text], text
+    secrets = [secret for secret in SECRETS if not (carrier and secret == CUSTOMER_PHONE)]
+    assert not [secret for secret in secrets if secret in text], text
 
 
 @pytest.fixture
@@ -74,6 +79,7 @@ def shop(customer, operator, restaurants, settings) -> dict[str, Any]:
     courier = factories.make_courier("courier1")
     Courier.objects.filter(pk=courier.pk).update(phone=PHONE)
     live = factories.make_order(customer, restaurants["melange"])
+    Order.objects.filter(pk=live.pk).update(phone=CUSTOMER_PHONE)
     leg = live.legs.get()
     leases.leg_set_external_id(leg_id=leg.pk, external_id=SUB_ORDER_ID)
     services.leg_apply_status(leg_id=leg.pk, provider_status="cooking", source="poll")
@@ -152,7 +158,7 @@ class TestRest:
             "operator",
         )
         assert {"alert.raised", "alert.acknowledged"} <= {event["type"] for event in detail["events"]}
-        assert detail["courier"]["phone"] == PHONE
+        assert (detail["courier"]["phone"], detail["phone"]) == (PHONE, CUSTOMER_PHONE)
         listing = api.get("/api/orders/").json()
         failed = next(order for order in listing["results"] if order["id"] == shop["failed"].pk)
         assert PROVIDER_ERROR in failed["failure_reason"]
@@ -253,9 +259,14 @@ class TestWebSockets:
                 communicator = await socket(path, user)
                 await communicator.connect()
                 [order] = (await frame(communicator))["orders"]
-                assert list(order) == list(PublicOrderPayload.__annotations__), path
+                carrier = path == "/ws/couriers/"
+                shape = CourierOrderPayload if carrier else PublicOrderPayload
+                assert list(order) == list(shape.__annotations__), path
                 assert order["courier"]["name"] == "Courier1" and order["restaurants"][0]["name"] == "Melange"
-                assert_public(order)
+                assert order["courier"]["phone"] == PHONE  # the customer may call the courier
+                assert_public(order, carrier=carrier)
+                if carrier:
+                    assert order["customer"] == {"first_name": "", "phone": CUSTOMER_PHONE}
                 await communicator.disconnect()
 
             communicator = await socket("/ws/operators/", operator)
@@ -304,7 +315,8 @@ class TestWebSockets:
                     "cooking",
                     "cooking",
                 )
-                assert_public(public)
+                assert_public(public, carrier=communicator is courier)
+                assert ("customer" in public[0]["order"]) == (communicator is courier)
                 assert await communicator.receive_nothing(timeout=0.3)
 
             await database_sync_to_async(relay.caught_up)()

@@ -87,6 +87,12 @@ class DeliveryRequest:
     idempotency_key: str
     addresses: list[str]  # pickups first, the customer's address last
     comments: list[str] = field(default_factory=list)
+    points: list[tuple[float, float] | None] = field(default_factory=list)  # each address's, when known
+
+    def stops(self) -> list[tuple[str, tuple[float, float] | None]]:
+        """(address, point or None) of every stop, pickups first."""
+        points = self.points or [None] * len(self.addresses)
+        return list(zip(self.addresses, points, strict=True))
 
 
 class Provider:

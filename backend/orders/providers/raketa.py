@@ -1,9 +1,9 @@
 """Raketa, a second courier company, polled and pushing webhooks; the worked example of the README's
 "Adding a provider".
 
-API: POST /v1/deliveries {pickups: [{address, note}], dropoff: {address}}; GET /v1/deliveries/{id};
-POST /v1/deliveries/{id}/cancel (refused once the courier has picked the food up). A delivery is
-{delivery_id, state, courier: {id, name, phone} | null, position: {lat, lng} | null}.
+API: POST /v1/deliveries {pickups: [{address, note, lat?, lng?}], dropoff: {address, lat?, lng?}};
+GET /v1/deliveries/{id}; POST /v1/deliveries/{id}/cancel (refused once the courier has picked the food
+up). A delivery is {delivery_id, state, courier: {id, name, phone} | null, position: {lat, lng} | null}.
 
 Webhooks carry the same delivery plus `event_id` and `at`, signed Stripe-style:
 `X-Raketa-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`. The timestamp is signed
@@ -44,13 +44,14 @@ class Raketa(Provider):
     signature_header = "X-Raketa-Signature"
 
     def create_request(self, request: DeliveryRequest) -> tuple[str, dict[str, Any]]:
-        *pickups, dropoff = request.addresses
+        *pickups, dropoff = request.stops()
         notes = list(request.comments) + [""] * len(pickups)
         return "/v1/deliveries", {
             "pickups": [
-                {"address": address, "note": note} for address, note in zip(pickups, notes, strict=False)
+                {"address": address, "note": note, **_coordinates(point)}
+                for (address, point), note in zip(pickups, notes, strict=False)
             ],
-            "dropoff": {"address": dropoff},
+            "dropoff": {"address": dropoff[0], **_coordinates(dropoff[1])},
         }
 
     def fetch_path(self, external_id: str) -> str:
@@ -88,3 +89,7 @@ class Raketa(Provider):
         signed = timestamp.encode() + b"." + body
         expected = hmac.new(self.webhook_secret.encode(), signed, hashlib.sha256).hexdigest()
         return hmac.compare_digest(signature.encode(), expected.encode())
+
+
+def _coordinates(point: tuple[float, float] | None) -> dict[str, float]:
+    return {"lat": point[0], "lng": point[1]} if point else {}

@@ -1,4 +1,4 @@
-"""Uklon, a courier company that is polled: POST /drivers/orders {addresses, comments};
+"""Uklon, a courier company that is polled: POST /drivers/orders {addresses, points, comments};
 GET /drivers/orders/{id} (with the driver and their [lat, lng] once on the way);
 POST /drivers/orders/{id}/cancel."""
 
@@ -19,7 +19,11 @@ class Uklon(Provider):
     }
 
     def create_request(self, request: DeliveryRequest) -> tuple[str, dict[str, Any]]:
-        return "/drivers/orders", {"addresses": request.addresses, "comments": request.comments}
+        return "/drivers/orders", {
+            "addresses": request.addresses,
+            "points": [list(point) if point else None for _, point in request.stops()],
+            "comments": request.comments,
+        }
 
     def fetch_path(self, external_id: str) -> str:
         return f"/drivers/orders/{external_id}"

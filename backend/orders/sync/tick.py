@@ -175,6 +175,7 @@ def _job(leg: Leg, items: list[tuple[str, int]], kitchens: list[Leg]) -> LegJob:
             idempotency_key=key,
             addresses=[kitchen.restaurant.address for kitchen in kitchens] + [leg.order.delivery_address],
             comments=[f"{kitchen.restaurant.name} order {kitchen.external_id}" for kitchen in kitchens],
+            points=[kitchen.restaurant.point for kitchen in kitchens] + [leg.order.point],
         )
     return LegJob(
         leg_id=leg.pk, provider=leg.provider, external_id=leg.external_id, request=request, cancel=cancel

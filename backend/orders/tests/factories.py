@@ -31,8 +31,12 @@ def make_courier(username: str = "courier") -> Courier:
 def make_catalogue() -> dict[str, Restaurant]:
     """Two restaurants on different providers, three active dishes each and one inactive."""
     catalogue = {
-        "melange": Restaurant.objects.create(name="Melange", provider="melange", address="Khreshchatyk 22"),
-        "bueno": Restaurant.objects.create(name="Bueno", provider="bueno", address="Vasylkivska 72"),
+        "melange": Restaurant.objects.create(
+            name="Melange", provider="melange", address="Khreshchatyk 22", lat=50.447731, lng=30.522507
+        ),
+        "bueno": Restaurant.objects.create(
+            name="Bueno", provider="bueno", address="Vasylkivska 72", lat=50.42947, lng=30.51618
+        ),
     }
     for restaurant in catalogue.values():
         for index, price in enumerate([10000, 15000, 20000]):

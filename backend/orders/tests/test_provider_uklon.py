@@ -24,7 +24,7 @@ def test_create_request():
     )
     assert UKLON.create_request(request) == (
         "/drivers/orders",
-        {"addresses": ["A st", "B st", "C st"], "comments": ["Melange m1"]},
+        {"addresses": ["A st", "B st", "C st"], "points": [None, None, None], "comments": ["Melange m1"]},
     )
 
 

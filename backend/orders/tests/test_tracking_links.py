@@ -141,7 +141,8 @@ class TestSharedPage:
         body = response.json()
         assert body["id"] == order.pk and body["status"] == "cooking"
         assert "legs" not in body and "alerts" not in body and "failure_reason" not in body
-        assert body["courier"]["name"] == "Vasyl" and "phone" not in body["courier"]
+        assert body["courier"]["name"] == "Vasyl" and "phone" in body["courier"]  # the customer may call
+        assert "customer" not in body and "phone" not in body  # the customer's own contact stays off the link
         assert all(set(event) == {"seq", "type", "from", "to", "reason", "at"} for event in body["events"])
         assert all(event["type"] in {t.value for t in OrderEvent.Type} for event in body["events"])
         text = response.content.decode()

@@ -142,8 +142,12 @@ def test_one_message_per_group_each_with_what_that_group_may_see(world):
         assert [(seq, order_id) for seq, order_id, _ in public] == expected, group
         for _, _, event in public:
             assert set(event) == PUBLIC_EVENT_KEYS
-            assert list(event["order"]) == PUBLIC_ORDER_KEYS
-    assert messages[groups["courier"]]["events"] == messages[groups["carried"]]["events"]
+            # The courier carrying the order gets whom to hand it to as well.
+            extra = ["customer"] if group == "courier" else []
+            assert list(event["order"]) == PUBLIC_ORDER_KEYS + extra, group
+    carried_events = [event for _, _, event in parsed(messages[groups["carried"]])]
+    for event, for_courier in zip(carried_events, parsed(messages[groups["courier"]]), strict=True):
+        assert {**event["order"], "customer": for_courier[2]["order"]["customer"]} == for_courier[2]["order"]
 
     reasons = {event["type"]: event["reason"] for _, _, event in parsed(messages[groups["carried"]])}
     assert reasons["order.override"] == "", "an operator's note is not public"

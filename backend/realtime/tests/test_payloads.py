@@ -85,11 +85,26 @@ def test_order_payload(order):
     assert payload["id"] == order.pk and payload["seq"] == 41
     assert [restaurant["name"] for restaurant in payload["restaurants"]] == ["Melange", "Bueno"]
     for restaurant in payload["restaurants"]:
-        assert list(restaurant) == ["id", "name", "location"]
+        assert list(restaurant) == ["id", "name", "address", "location"]
         conforms(restaurant["location"], tuple[float, float], "restaurant.location")
     assert [list(leg) for leg in payload["legs"]] == [LEG_KEYS] * len(payload["legs"])
     assert payload["courier"]["name"] == "Courier1"
-    assert json.loads(payloads.dumps(payload))["destination"] == list(payload["destination"])
+    assert (payload["destination"], payload["destination_status"]) == (None, "off")  # no geocoder in tests
+    assert payload["customer"] == {"first_name": order.customer.first_name, "phone": order.phone}
+
+
+def test_the_stored_point_is_the_destination(order):
+    Order.objects.filter(pk=order.pk).update(lat=50.4501, lng=30.5234, geocode_status="found")
+    payload = payloads.order_payload(loaded(Order.objects.get(pk=order.pk)), seq=41)
+    assert (payload["destination"], payload["destination_status"]) == ((50.4501, 30.5234), "found")
+    assert json.loads(payloads.dumps(payload))["destination"] == [50.4501, 30.5234]
+
+
+def test_courier_order_payload_adds_the_customer_contact_to_the_public_part(order):
+    whole = payloads.order_payload(loaded(order), seq=41)
+    carried = payloads.courier_order_payload(whole)
+    conforms(carried, payloads.CourierOrderPayload)
+    assert list(carried) == [*payloads.public_order_payload(whole), "customer"]
 
 
 def test_public_order_payload_is_the_public_part_of_the_whole(order):
@@ -166,9 +181,10 @@ def test_dumps_is_compact_and_keeps_non_ascii_text():
 # Measured for the `order` fixture's leg.status event, with its ids, seqs and times set to the typical
 # values below (a database's own ids and clock would make the count differ from run to run). A change
 # that makes the frame larger than this plus the margin must say so here; one that makes it smaller
-# should lower the count.
-FULL_EVENT_FRAME_BYTES = 1160
-PUBLIC_EVENT_FRAME_BYTES = 721
+# should lower the count. Issue 14 (+114 full, +74 public): the destination's status, each restaurant's
+# address, the courier's phone, and (full only) the customer's first name and phone.
+FULL_EVENT_FRAME_BYTES = 1274
+PUBLIC_EVENT_FRAME_BYTES = 795
 MARGIN_BYTES = 16
 TYPICAL_ID, TYPICAL_SEQ = 123_456, 12_345_678
 TYPICAL_TIME = "2026-05-04T12:34:56.789012+00:00"

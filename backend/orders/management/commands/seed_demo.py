@@ -1,4 +1,5 @@
-"""Demo data: two restaurants with a dozen dishes each, an operator, a customer and three couriers.
+"""Demo data: two restaurants (at their real Kyiv coordinates) with a dozen dishes each, an operator,
+a customer and three couriers.
 
 Idempotent: a second run finds everything in place and writes nothing. The users' password is
 DEMO_PASSWORD; an empty one means this deployment has no demo users, so the command refuses to run
@@ -22,6 +23,7 @@ RESTAURANTS: dict[str, dict[str, Any]] = {
     "Melange": {
         "provider": "melange",
         "address": "Khreshchatyk St, 22, Kyiv",
+        "point": (50.447731, 30.522507),  # by Maidan Nezalezhnosti
         "dishes": [
             ("Borscht with pampushky", 18500),
             ("Varenyky with potato", 16000),
@@ -40,6 +42,7 @@ RESTAURANTS: dict[str, dict[str, Any]] = {
     "Bueno": {
         "provider": "bueno",
         "address": "Velyka Vasylkivska St, 72, Kyiv",
+        "point": (50.429470, 30.516180),  # near Olimpiiska metro station
         "dishes": [
             ("Margherita pizza", 24000),
             ("Pepperoni pizza", 28000),
@@ -57,11 +60,11 @@ RESTAURANTS: dict[str, dict[str, Any]] = {
     },
 }
 
-# (username, name, the driver id Uklon knows them by): the simulator's first three drivers.
+# (username, name, the driver id and phone Uklon knows them by): the simulator's first three drivers.
 COURIERS = [
-    ("courier1", "Ostap Kovalenko", "drv_1"),
-    ("courier2", "Iryna Melnyk", "drv_2"),
-    ("courier3", "Taras Bondar", "drv_3"),
+    ("courier1", "Ostap Kovalenko", "drv_1", "+380670000001"),
+    ("courier2", "Iryna Melnyk", "drv_2", "+380670000002"),
+    ("courier3", "Taras Bondar", "drv_3", "+380670000003"),
 ]
 OPERATOR_APPS = ["orders", "django_celery_beat"]
 
@@ -81,11 +84,17 @@ class Command(BaseCommand):
     def _seed(self) -> list[str]:
         changes: list[str] = []
         for name, spec in RESTAURANTS.items():
+            lat, lng = spec["point"]
             restaurant, created = Restaurant.objects.get_or_create(
-                name=name, defaults={"provider": spec["provider"], "address": spec["address"]}
+                name=name,
+                defaults={"provider": spec["provider"], "address": spec["address"], "lat": lat, "lng": lng},
             )
             if created:
                 changes.append(f"restaurant {name}")
+            elif restaurant.point is None:  # seeded before restaurants had coordinates
+                restaurant.lat, restaurant.lng = lat, lng
+                restaurant.save(update_fields=["lat", "lng"])
+                changes.append(f"restaurant {name} location")
             for dish_name, price in spec["dishes"]:
                 _, created = Dish.objects.get_or_create(
                     restaurant=restaurant, name=dish_name, defaults={"price": price}
@@ -102,23 +111,25 @@ class Command(BaseCommand):
         if created:
             operator.groups.add(operators)
             changes.append("user operator")
-        if self._user("customer", email="customer@example.com")[1]:
+        if self._user("customer", email="customer@example.com", first_name="Oksana")[1]:
             changes.append("user customer")
-        for username, full_name, driver_id in COURIERS:
+        for username, full_name, driver_id, phone in COURIERS:
             user, created = self._user(username)
             if created:
                 changes.append(f"user {username}")
             _, created = Courier.objects.get_or_create(
-                user=user, defaults={"name": full_name, "external_id": driver_id}
+                user=user, defaults={"name": full_name, "external_id": driver_id, "phone": phone}
             )
             if created:
                 changes.append(f"courier {username}")
         return changes
 
-    def _user(self, username: str, *, is_staff: bool = False, email: str = "") -> tuple[Any, bool]:
+    def _user(
+        self, username: str, *, is_staff: bool = False, email: str = "", first_name: str = ""
+    ) -> tuple[Any, bool]:
         """Get or create a demo user whose password is DEMO_PASSWORD (reset only when it differs)."""
         user, created = get_user_model().objects.get_or_create(
-            username=username, defaults={"is_staff": is_staff, "email": email}
+            username=username, defaults={"is_staff": is_staff, "email": email, "first_name": first_name}
         )
         if created or not user.check_password(settings.DEMO_PASSWORD):
             user.set_password(settings.DEMO_PASSWORD)

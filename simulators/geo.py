@@ -1,10 +1,9 @@
-"""Map coordinates of addresses for the dashboard, and positions along a route.
+"""The simulators' geography: where an address is, and where a courier is along a route.
 
-A stand-in for a geocoding service: a deterministic hash of the address text mapped into Kyiv. The
-provider simulators import this module to place their couriers (the backend owns coordinates and never
-imports the simulators), so the dashboard shows restaurants and customers where the simulated couriers
-drive. A deployment with real providers replaces this module with calls to its geocoder. Standard library
-only: the simulators run without Django.
+The geocoding simulator (simulators.nominatim) answers with `geocode`, a deterministic hash of the
+address text mapped into Kyiv, and the courier simulators fall back to it for an address sent without
+coordinates: so the backend, which stores what the geocoder answered, and the simulated couriers agree on
+where a customer lives. Standard library only.
 """
 
 import hashlib

@@ -1,12 +1,8 @@
-"""The geocoder places every address deterministically inside Kyiv; point_along walks a route.
-
-The provider simulators use these same functions (they import orders.geo), so couriers drive where the
-map puts addresses; nothing here imports the simulators.
-"""
+"""The simulated geocoder places every address deterministically inside Kyiv; point_along walks a route."""
 
 import pytest
 
-from orders.geo import LAT_RANGE, LNG_RANGE, geocode, point_along
+from simulators.geo import LAT_RANGE, LNG_RANGE, geocode, point_along
 
 PICKUP = "Khreshchatyk St, 22, Kyiv"
 DROPOFF = "Obolonskyi Ave, 10, Kyiv"
