@@ -9,13 +9,39 @@ link's page tells nothing of why it stopped working.
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 
 from orders import selectors
 from orders.models import Alert, Order
 from orders.serializers import PublicOrderDetailSerializer
+from orders.services import CUSTOMER_CANCELLABLE
 from orders.status import PIPELINE, OrderStatus
+
+# What a customer reads for each status: where their food is, not the back office's step names.
+# track.js says the same with names filled in ("Your order is being cooked at Sushi Nord").
+CUSTOMER_STATUS_WORDS = {
+    OrderStatus.SCHEDULED: _("We received your order"),
+    OrderStatus.SUBMITTED: _("We received your order"),
+    OrderStatus.COOKING: _("Your order is being cooked"),
+    OrderStatus.READY: _("Looking for a courier"),
+    OrderStatus.COURIER_SEARCH: _("Looking for a courier"),
+    OrderStatus.DELIVERING: _("Your courier is bringing your order"),
+    OrderStatus.DELIVERED: _("Delivered — enjoy your meal"),
+    OrderStatus.FAILED: _("Sorry, we could not complete this order"),
+    OrderStatus.CANCELLED: _("Cancelled"),
+}
+# The customer's steps, each covering one or more statuses of the pipeline (orders.status.PIPELINE).
+CUSTOMER_STEPS = {
+    "received": (OrderStatus.SCHEDULED, OrderStatus.SUBMITTED),
+    "cooking": (OrderStatus.COOKING,),
+    "courier": (OrderStatus.READY, OrderStatus.COURIER_SEARCH),
+    "delivering": (OrderStatus.DELIVERING,),
+    "delivered": (OrderStatus.DELIVERED,),
+}
+RECENT_ORDERS = 20  # in the signed-in customer's list beside the tracked order
 
 
 @login_required
@@ -43,8 +69,27 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def track_order(request: HttpRequest, order_id: int) -> HttpResponse:
-    order = get_object_or_404(selectors.orders_visible_to(request.user), pk=order_id)
-    return _track_page(request, order, ws_path=f"/ws/orders/{order.pk}/")
+    order = selectors.orders_visible_to(request.user).filter(pk=order_id).first()
+    if order is None:
+        # Someone else's order reads the same as one that does not exist; their own list is a tap away.
+        latest = selectors.orders_shareable_by(request.user).order_by("-created_at").first()
+        context = {"unknown_order": True, "latest": None if request.user.is_staff else latest}
+        return render(request, "track_link_gone.html", context, status=404)
+    own = order.customer_id == request.user.pk
+    # The customer's own orders, newest first: operators and couriers follow orders elsewhere.
+    recent = []
+    if own:
+        recent = selectors.orders_shareable_by(request.user).order_by("-created_at")[:RECENT_ORDERS]
+    return _track_page(
+        request,
+        order,
+        ws_path=f"/ws/orders/{order.pk}/",
+        customer={
+            "cancelUrl": reverse("orders:order-cancel", args=[order.pk]) if own else "",
+            "shareUrl": reverse("orders:order-share", args=[order.pk]) if own else "",
+        },
+        recent=[(item, CUSTOMER_STATUS_WORDS[item.status]) for item in recent],
+    )
 
 
 @never_cache
@@ -68,11 +113,37 @@ def link_gone(request: HttpRequest) -> HttpResponse:
     return render(request, "track_link_gone.html", status=404)
 
 
-def _track_page(request: HttpRequest, order: Order, *, ws_path: str, order_url: str = "") -> HttpResponse:
-    config = {"wsPath": ws_path, "orderId": order.pk, "pipeline": [status.value for status in PIPELINE]}
+def _track_page(
+    request: HttpRequest,
+    order: Order,
+    *,
+    ws_path: str,
+    order_url: str = "",
+    customer: dict[str, str] | None = None,
+    recent: list[tuple[Order, str]] | None = None,
+) -> HttpResponse:
+    """The tracking page; `customer` holds the signed-in customer's action URLs (cancel, share), which a
+    shared link never offers."""
+    config = {
+        "wsPath": ws_path,
+        "orderId": order.pk,
+        "pipeline": [status.value for status in PIPELINE],
+        "steps": {name: [status.value for status in statuses] for name, statuses in CUSTOMER_STEPS.items()},
+        "cancellable": sorted(status.value for status in CUSTOMER_CANCELLABLE),
+        **(customer or {}),
+    }
     if order_url:
         config["orderUrl"] = order_url
-    context = {"order": order, "status_labels": dict(OrderStatus.choices), "config": config}
+    step = next((name for name, statuses in CUSTOMER_STEPS.items() if order.status in statuses), "end")
+    context = {
+        "order": order,
+        "status_words": CUSTOMER_STATUS_WORDS[order.status],
+        "current_step": step,
+        "steps": [(name, CUSTOMER_STATUS_WORDS[statuses[0]]) for name, statuses in CUSTOMER_STEPS.items()],
+        "status_labels": dict(OrderStatus.choices),
+        "recent_orders": recent,
+        "config": config,
+    }
     return render(request, "track.html", context)
 
 

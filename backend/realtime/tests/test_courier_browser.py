@@ -34,12 +34,15 @@ def test_courier_sees_their_order_and_shares_their_position(world, browser, rest
     courier = in_thread(lambda: factories.make_courier("taras"))
     kitchen = world.kitchens[0]
     dish = in_thread(lambda: factories.dish(kitchen).pk)
-    order_id = create_order(rest(world.customer_token), [dish], "Peremohy Ave, 37")
-    in_thread(
-        lambda: services.order_reassign_courier(
-            order_id=order_id, courier_id=courier.pk, actor=world.operator, reason="nearest courier"
+    in_thread(lambda: type(world.customer).objects.filter(pk=world.customer.pk).update(first_name="Alice"))
+    order_id = create_order(rest(world.customer_token), [dish], "Peremohy Ave, 37", phone="+380 67 765 43 21")
+    bare_id = create_order(rest(world.customer_token), [dish], "Heroiv Dnipra St, 2")  # no phone given
+    for carried in (order_id, bare_id):
+        in_thread(
+            lambda carried=carried: services.order_reassign_courier(
+                order_id=carried, courier_id=courier.pk, actor=world.operator, reason="nearest courier"
+            )
         )
-    )
 
     # The operators' dashboard listens: the courier's position must reach its socket.
     operator_context = browser.new_context(base_url=live_stack.url, locale="en-US")
@@ -72,8 +75,19 @@ def test_courier_sees_their_order_and_shares_their_position(world, browser, rest
     card = page.get_by_test_id(f"courier-order-{order_id}")
     expect(card).to_be_visible()
     expect(card).to_contain_text(f"Order #{order_id}")
-    expect(card).to_contain_text(kitchen.name)  # the pickup
-    expect(card).to_contain_text("Peremohy Ave, 37")  # the drop-off
+    pickup = card.locator('[data-stop="pickup"]')
+    expect(pickup).to_contain_text(kitchen.name)  # the pickup: where, by name and address
+    expect(pickup).to_contain_text(kitchen.address)
+    expect(card.locator('[data-stop="dropoff"]')).to_contain_text("Peremohy Ave, 37")
+    # Whom to hand it to: the customer's first name and a call button.
+    expect(page.get_by_test_id(f"courier-customer-{order_id}")).to_contain_text("Alice")
+    call = page.get_by_test_id(f"courier-call-{order_id}")
+    expect(call).to_have_attribute("href", "tel:+380677654321")
+    assert call.bounding_box()["height"] >= 40
+    # Without a phone there is no call button, only the name.
+    expect(page.get_by_test_id(f"courier-customer-{bare_id}")).to_contain_text("Alice")
+    expect(page.get_by_test_id(f"courier-call-{bare_id}")).to_have_count(0)
+    assert page.get_by_test_id("map").bounding_box()["height"] >= 240
     expect(page.get_by_test_id("orders-empty")).to_be_hidden()
     layout = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     assert layout[0] <= layout[1], f"horizontal scroll at 390×844: {layout}"

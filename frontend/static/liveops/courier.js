@@ -65,9 +65,15 @@ function orderCard(order) {
       'li',
       { class: 'courier-stop', dataset: { stop: 'pickup' } },
       h('span', { class: 'courier-stop-kind', text: interpolate(gettext('Pickup %s'), [index + 1]) }),
-      h('span', { class: 'courier-stop-place', text: restaurant.name }),
+      h(
+        'span',
+        { class: 'courier-stop-place' },
+        h('span', { class: 'courier-stop-name', text: restaurant.name }),
+        restaurant.address ? h('span', { class: 'courier-stop-address', text: restaurant.address }) : null,
+      ),
     ),
   );
+  const unplaced = { not_found: gettext('Address not found on the map') }[order.destination_status];
   return h(
     'li',
     {
@@ -92,9 +98,37 @@ function orderCard(order) {
         'li',
         { class: 'courier-stop', dataset: { stop: 'dropoff' } },
         h('span', { class: 'courier-stop-kind', text: gettext('Drop-off') }),
-        h('span', { class: 'courier-stop-place', text: order.delivery_address }),
+        h(
+          'span',
+          { class: 'courier-stop-place' },
+          h('span', { class: 'courier-stop-name', text: order.delivery_address }),
+          unplaced ? h('span', { class: 'courier-stop-note', text: unplaced }) : null,
+        ),
       ),
     ),
+    customerContact(order),
+  );
+}
+
+/** Whom to hand the order to: the customer's first name and a call button; nothing when neither is known. */
+function customerContact(order) {
+  const customer = order.customer || {};
+  const name = (customer.first_name || '').trim();
+  const phone = (customer.phone || '').trim();
+  if (!name && !phone) return null;
+  return h(
+    'div',
+    { class: 'courier-customer', dataset: { testid: `courier-customer-${order.id}` } },
+    h('span', { class: 'courier-stop-kind', text: gettext('Customer') }),
+    name ? h('span', { class: 'courier-customer-name', text: name }) : null,
+    phone
+      ? h('a', {
+          class: 'courier-call',
+          href: `tel:${phone.replace(/[^\d+]/g, '')}`,
+          dataset: { testid: `courier-call-${order.id}` },
+          text: interpolate(gettext('Call %s'), [phone]),
+        })
+      : null,
   );
 }
 
