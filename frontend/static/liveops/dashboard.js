@@ -1,7 +1,7 @@
 'use strict';
 /**
- * The operators' dashboard: wires the socket to the attention lane, the board, the map, the activity
- * feed, the chart, the History view and the drawer.
+ * The operators' dashboard: wires the socket to the attention lane, the board, the map and its
+ * couriers panel, the activity feed, the chart, the History view and the drawer.
  *
  * State lives in one Map (order id → latest payload). A snapshot replaces it; an event replaces one
  * order, but only when its seq is newer than the payload held (replays and live frames may overlap).
@@ -12,6 +12,7 @@ import { AcknowledgeDialog, AlertNotifier } from './alerts.js';
 import { AttentionLane } from './attention.js';
 import { Board } from './board.js';
 import { ThroughputChart } from './chart.js';
+import { CourierPanel } from './couriers.js';
 import { OrderDrawer } from './drawer.js';
 import { Filters } from './filters.js';
 import { HistoryView } from './history.js';
@@ -33,7 +34,11 @@ const filters = new Filters(document.querySelector('[data-role="filters"]'), {
   onChange: () => filtersChanged(),
 });
 const board = new Board(document.querySelector('[data-role="board"]'), { filters, onOpen: openOrder });
-const map = new LiveMap(document.querySelector('[data-testid="map"]'));
+const map = new LiveMap(document.querySelector('[data-testid="map"]'), { onOpen: openOrder });
+const couriers = new CourierPanel(document.querySelector('[data-testid="couriers"]'), {
+  onOpen: openOrder,
+  onFocus: (courierId) => map.focusCourier(courierId),
+});
 const chart = new ThroughputChart(document.querySelector('[data-testid="chart"]'));
 const acknowledgeDialog = new AcknowledgeDialog(document.getElementById('acknowledge'));
 const acknowledge = (alert, order) => acknowledgeDialog.open(alert, order);
@@ -133,7 +138,11 @@ function raisedAndWaiting(events) {
 const live = new LiveSocket(config.wsPath, {
   onSnapshot,
   onEvents,
-  onLocations: (couriers) => map.moveCouriers(couriers, mapOrders()),
+  onLocations: (positions) => {
+    map.moveCouriers(positions, mapOrders());
+    couriers.report(positions);
+    couriers.update(orders);
+  },
   onState: (state, reason) => {
     indicator(state, reason);
     document.body.dataset.live = state;
@@ -182,6 +191,7 @@ function mapOrders() {
 function renderMap() {
   map.selected = drawer.orderId;
   map.render(mapOrders(), { onlyOrderCouriers: filters.active });
+  couriers.update(orders);
 }
 
 const summary = document.querySelector('[data-testid="filter-summary"]');
@@ -378,4 +388,17 @@ window.liveops = {
   lastSeq: () => live.lastSeq,
   orders: () => orders,
   dropConnection: () => live.dropConnection(),
+  // What the map holds (clustered or not) and where it looks.
+  mapMarkers: () => Object.fromEntries(Object.entries(map.markers).map(([kind, markers]) => [kind, [...markers.keys()]])),
+  mapView: () => {
+    const bounds = map.map.getBounds();
+    return {
+      zoom: map.map.getZoom(),
+      center: [map.map.getCenter().lat, map.map.getCenter().lng],
+      bounds: [
+        [bounds.getSouth(), bounds.getWest()],
+        [bounds.getNorth(), bounds.getEast()],
+      ],
+    };
+  },
 };
