@@ -42,6 +42,12 @@ def test_valid_environment_loads():
         ("LOG_LEVEL", "LOUD"),
         ("MAX_REQUEST_BYTES", "100"),
         ("TRUSTED_PROXIES", "172.30.80.10,nginx"),
+        ("MAP_TILE_URL", "https://tiles.example.com/tile.png"),
+        ("MAP_TILE_URL", "javascript:alert(1)//{z}/{x}/{y}"),
+        ("GEOCODER_URL", "nominatim.example.com"),
+        ("GEOCODER_RATE", "fast"),
+        ("GEOCODER_USER_AGENT", ""),
+        ("PUBLIC_URL", "ftp://example.com"),
     ],
 )
 def test_bad_value_names_the_variable(variable, value):
@@ -71,3 +77,27 @@ def test_empty_database_url_explains_embedded_mode():
 
 
 # Production (DEBUG=false) refusals of unsafe secrets: test_security_settings.py
+
+
+def csp_of(**overrides: str) -> str:
+    env = {**os.environ, **overrides, "DJANGO_SETTINGS_MODULE": "core.settings"}
+    code = "from django.conf import settings; print(settings.CONTENT_SECURITY_POLICY['DIRECTIVES']['img-src'])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=BACKEND, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    ("template", "source"),
+    [
+        ("https://tile.openstreetmap.org/{z}/{x}/{y}.png", "https://tile.openstreetmap.org"),
+        ("https://{s}.tiles.example.com/{z}/{x}/{y}.png", "https://*.tiles.example.com"),
+        ("http://10.0.0.7:8080/styles/basic/{z}/{x}/{y}.png", "http://10.0.0.7:8080"),
+    ],
+)
+def test_the_tile_server_may_serve_images_and_nothing_else(template, source):
+    img_src = csp_of(MAP_TILE_URL=template)
+    assert f"'{source}'" in img_src
+    assert csp_of(MAP_TILE_URL="").count("http") == 0  # tiles off: no outside image source
