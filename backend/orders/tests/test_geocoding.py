@@ -5,6 +5,8 @@ that gets its point after commit, or says why it has none, without ever being he
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from core.celery import app as celery_app
 from orders import geocoding, services
@@ -169,6 +171,19 @@ class TestOrders:
         order = Order.objects.get(pk=created["id"])
         assert (order.geocode_status, order.point) == ("off", None)
         assert not order.events.filter(type=OrderEvent.Type.LOCATED).exists()
+
+    def test_geocoding_adds_no_statement_to_creating_an_order(
+        self, client_for, customer, restaurants, settings
+    ):
+        def statements(address: str) -> int:
+            with CaptureQueriesContext(connection) as queries:
+                self.create(client_for, customer, restaurants, address)
+            return len(queries)
+
+        statements("warm-up, Kyiv")  # the first request loads the session, the content types...
+        off = statements("Lesi Ukrainky Blvd, 15, Kyiv")
+        settings.GEOCODER_URL = "http://127.0.0.1:9"  # on, its task queued (no worker here)
+        assert statements("Lesi Ukrainky Blvd, 17, Kyiv") == off
 
     def test_creating_an_order_asks_no_geocoder(self, client_for, customer, restaurants, geocoder):
         """The lookup is a task after commit (queued here, no worker runs it): the request makes no call."""
