@@ -13,6 +13,19 @@ from .status import OrderStatus
 MAX_QUANTITY = 50
 
 
+def point_valid(name: str) -> models.CheckConstraint:
+    """Both coordinates or neither, on the globe (a point's `lat` and `lng` columns)."""
+    return models.CheckConstraint(
+        condition=Q(lat__isnull=True, lng__isnull=True)
+        | Q(lat__gte=-90, lat__lte=90, lng__gte=-180, lng__lte=180),
+        name=name,
+    )
+
+
+def point_of(lat: float | None, lng: float | None) -> tuple[float, float] | None:
+    return (lat, lng) if lat is not None and lng is not None else None
+
+
 class Restaurant(models.Model):
     name = models.CharField(max_length=120, unique=True)
     provider = models.CharField(
@@ -45,11 +58,7 @@ class Restaurant(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(lat__isnull=True, lng__isnull=True)
-                | Q(lat__gte=-90, lat__lte=90, lng__gte=-180, lng__lte=180),
-                name="restaurant_point_valid",
-            ),
+            point_valid("restaurant_point_valid"),
         ]
 
     def __str__(self) -> str:
@@ -61,7 +70,7 @@ class Restaurant(models.Model):
 
     @property
     def point(self) -> tuple[float, float] | None:
-        return (self.lat, self.lng) if self.lat is not None and self.lng is not None else None
+        return point_of(self.lat, self.lng)
 
 
 class Dish(models.Model):
@@ -144,11 +153,7 @@ class Order(models.Model):
         indexes = [models.Index(fields=["status", "created_at"])]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
-            models.CheckConstraint(
-                condition=Q(lat__isnull=True, lng__isnull=True)
-                | Q(lat__gte=-90, lat__lte=90, lng__gte=-180, lng__lte=180),
-                name="order_point_valid",
-            ),
+            point_valid("order_point_valid"),
         ]
 
     def __str__(self) -> str:
@@ -156,7 +161,7 @@ class Order(models.Model):
 
     @property
     def point(self) -> tuple[float, float] | None:
-        return (self.lat, self.lng) if self.lat is not None and self.lng is not None else None
+        return point_of(self.lat, self.lng)
 
 
 class OrderItem(models.Model):
