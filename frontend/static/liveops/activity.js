@@ -10,6 +10,7 @@
 import { alertHeadline, alertKindLabel } from './alerts.js';
 import {
   cancelStatusLabel,
+  destinationLabel,
   eventTypeLabel,
   formatClock,
   gettext,
@@ -133,6 +134,8 @@ export class ActivityFeed {
         const state = cancelStatusLabel(event.cancel_status) || eventTypeLabel(event.type);
         return who ? `${who}: ${state}` : state;
       }
+      case 'order.located':
+        return destinationLabel(order.destination_status) || eventTypeLabel(event.type);
       case 'alert.raised':
         // The headline names the cause ("Sushi Nord (Bueno) is failing", "Late 7 min …").
         return event.alert ? alertHeadline(event.alert, order, Date.parse(event.at)) : eventTypeLabel(event.type);

@@ -13,6 +13,7 @@ import {
   TERMINAL,
   api,
   cancelStatusLabel,
+  destinationLabel,
   eventTypeLabel,
   formatAgo,
   formatDateTime,
@@ -118,6 +119,7 @@ export class OrderDrawer {
       [gettext('Updated'), formatDateTime(order.updated_at)],
       [gettext('ETA'), order.eta ? formatDateTime(order.eta) : gettext('As soon as possible')],
       [gettext('Address'), order.delivery_address],
+      [gettext('Map'), destinationLabel(order.destination_status)],
       [gettext('Restaurants'), kitchensOf(order).join(', ')],
       [gettext('Courier'), order.courier ? order.courier.name : '—'],
     ];

@@ -165,12 +165,25 @@ export function eventTypeLabel(type) {
     'order.override': gettext('Status overridden'),
     'order.retry': gettext('Retried by an operator'),
     'order.courier': gettext('Courier assigned'),
+    'order.located': gettext('Delivery point looked up'),
     'leg.cancel': gettext('Cancellation at the provider'),
     'alert.raised': gettext('Alert raised'),
     'alert.cleared': gettext('Alert cleared'),
     'alert.acknowledged': gettext('Alert acknowledged'),
   };
   return labels[type] || type;
+}
+
+/** Where an order's door is on the map, in words (its `destination_status`). */
+export function destinationLabel(status) {
+  const labels = {
+    pending: gettext('Being looked up on the map'),
+    found: gettext('On the map'),
+    not_found: gettext('Address not found on the map'),
+    failed: gettext('Map lookup failed: the geocoder could not be reached'),
+    off: gettext('Not on the map: no geocoder configured'),
+  };
+  return labels[status] || '';
 }
 
 export function sourceLabel(source) {
