@@ -81,7 +81,7 @@ def test_empty_database_url_explains_embedded_mode():
 
 def csp_of(**overrides: str) -> str:
     env = {**os.environ, **overrides, "DJANGO_SETTINGS_MODULE": "core.settings"}
-    code = "from django.conf import settings; print(settings.CONTENT_SECURITY_POLICY['DIRECTIVES']['img-src'])"
+    code = "from django.conf import settings as s; print(s.CONTENT_SECURITY_POLICY['DIRECTIVES']['img-src'])"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=BACKEND, env=env, capture_output=True, text=True, timeout=60
     )
