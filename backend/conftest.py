@@ -35,6 +35,10 @@ def isolated_redis() -> None:
     settings = django_settings
 
     prefix = f"test-{uuid.uuid4().hex[:8]}"
+    # Celery tasks too: the workers a test starts (they inherit this environment) take only this session's,
+    # so two sessions (pytest-xdist workers) never run each other's tasks.
+    os.environ["CELERY_TASK_DEFAULT_QUEUE"] = f"{prefix}-tasks"
+    celery_app.conf.task_default_queue = f"{prefix}-tasks"
     layer = settings.CHANNEL_LAYERS["default"]
     override_settings(
         CACHES={"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}},

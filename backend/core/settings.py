@@ -103,6 +103,8 @@ try:
     REDIS_URL = _url("REDIS_URL", schemes=REDIS_SCHEMES)
     CACHE_URL = _url("CACHE_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
     CELERY_BROKER_URL = _url("CELERY_BROKER_URL", default=REDIS_URL, schemes=BROKER_SCHEMES)
+    # The queue tasks go to and workers take from: deployments (or test runs) sharing a broker use their own
+    CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", validate=Length(min=1, max=100))
     CHANNEL_LAYER_URL = _url("CHANNEL_LAYER_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)
     CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", validate=Length(min=1, max=64))
 

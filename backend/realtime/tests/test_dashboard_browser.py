@@ -212,8 +212,14 @@ def test_operator_dashboard_is_live_resumes_and_acts(world, page, rest, live_sta
         expect(page.get_by_test_id(f"counter-{status}")).to_have_text("0")
 
     # 1. An order crosses the board by itself, no reload: created, through the kitchens, delivered.
+    # Steps of a second: slower than a relay or a browser held up by a busy machine, so the board shows
+    # the order moving rather than all its events in one frame.
+    for name in ("melange", "bueno", "uklon"):
+        providers[name].configure(step_seconds=1.0)
     first = create_order(customer, [dishes["Melange"], dishes["Bueno"]], ADDRESSES[0])
-    expect(card(page, first)).to_have_attribute("data-status", "delivered", timeout=30_000)
+    expect(card(page, first)).to_have_attribute("data-status", "delivered", timeout=45_000)
+    for name in ("melange", "bueno", "uklon"):
+        providers[name].configure(step_seconds=providers[name].initial_config["step_seconds"])
     path = page.evaluate(f"window.__seen['card-{first}']")
     assert path[-1] == "delivered", path
     assert set(path) & {"submitted", "cooking", "ready", "courier_search", "delivering"}, path

@@ -41,7 +41,9 @@ def test_a_shared_link_follows_the_order_live_until_revoked(world, page, rest, l
     expect(page.get_by_test_id("track-now")).to_have_text("Delivered — enjoy your meal")
     updates = page.get_by_test_id("events")
     expect(updates).to_contain_text("You placed the order")  # the history, read through the link
-    expect(updates).to_contain_text("Melange started cooking")
+    # The kitchen's own step, named: received for sure (the submit answer); "started cooking" only when a
+    # poll catches it between two 1.5 s steps, which a busy machine may not.
+    expect(updates).to_contain_text("Melange received your order")
     expect(updates).not_to_contain_text("→")  # no back-office status pairs
     expect(updates).not_to_contain_text("Status changed")
     # A link holder follows; only the signed-in customer acts on the order.
