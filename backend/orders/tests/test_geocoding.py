@@ -5,6 +5,7 @@ that gets its point after commit, or says why it has none, without ever being he
 import uuid
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -231,3 +232,33 @@ class TestRestaurantPoint:
 
         with pytest.raises(ValidationError):
             Restaurant(name="Off", provider="melange", address="x", lat=lat, lng=lng).full_clean()
+
+
+@pytest.mark.django_db(transaction=True)
+class TestLocateOrdersCommand:
+    def test_active_orders_without_a_point_are_looked_up_again(
+        self, customer, restaurants, geocoder, settings
+    ):
+        settings.GEOCODER_URL = ""  # placed while geocoding was off
+        off = factories.make_order(customer, restaurants["melange"])
+        failed = factories.make_order(customer, restaurants["bueno"])
+        done = factories.make_order(customer, restaurants["bueno"])
+        Order.objects.filter(pk=failed.pk).update(geocode_status="failed")
+        Order.objects.filter(pk=done.pk).update(status="delivered")
+        settings.GEOCODER_URL = geocoder.url
+        celery_app.conf.task_always_eager = True
+        try:
+            call_command("locate_orders")
+            assert dict(Order.objects.values_list("pk", "geocode_status")) == {
+                off.pk: "found",
+                failed.pk: "found",
+                done.pk: "off",  # finished: only with --all
+            }
+            call_command("locate_orders", "--all")
+        finally:
+            celery_app.conf.task_always_eager = False
+        assert Order.objects.get(pk=done.pk).geocode_status == "found"
+
+    def test_refuses_without_a_geocoder(self):
+        with pytest.raises(CommandError, match="GEOCODER_URL is empty"):
+            call_command("locate_orders")
