@@ -9,7 +9,7 @@
  */
 import { LiveSocket, bindIndicator } from './live.js';
 import { LiveMap } from './map.js';
-import { TERMINAL, formatClock, formatCountdown, gettext, h, interpolate, readJSON, store } from './util.js';
+import { TERMINAL, formatClock, formatCountdown, gettext, h, interpolate, readJSON, store, telHref } from './util.js';
 
 const config = readJSON('liveops-config');
 const labels = readJSON('liveops-labels');
@@ -124,7 +124,7 @@ function customerContact(order) {
     phone
       ? h('a', {
           class: 'courier-call',
-          href: `tel:${phone.replace(/[^\d+]/g, '')}`,
+          href: telHref(phone),
           dataset: { testid: `courier-call-${order.id}` },
           text: interpolate(gettext('Call %s'), [phone]),
         })

@@ -11,7 +11,18 @@
  * Server text reaches the map only as DOM nodes built with `h` (textContent): popups get nodes, never
  * HTML strings. The one HTML string is the tile attribution, which comes from settings.
  */
-import { TERMINAL, formatAgo, formatCountdown, formatWhen, gettext, h, interpolate, ngettext, readJSON } from './util.js';
+import {
+  TERMINAL,
+  formatAgo,
+  formatCountdown,
+  formatWhen,
+  gettext,
+  h,
+  interpolate,
+  ngettext,
+  readJSON,
+  telHref,
+} from './util.js';
 
 export const KYIV = [50.45, 30.52];
 const DEFAULT_ZOOM = 12;
@@ -31,7 +42,7 @@ const courierPoint = (courier) =>
 export function phoneLink(phone, attrs = {}) {
   const number = (phone || '').trim();
   if (!number) return null;
-  return h('a', { href: `tel:${number.replace(/[^\d+]/g, '')}`, class: 'phone-link', ...attrs, text: number });
+  return h('a', { href: telHref(number), class: 'phone-link', ...attrs, text: number });
 }
 
 export class LiveMap {

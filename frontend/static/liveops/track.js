@@ -10,7 +10,20 @@
  */
 import { LiveSocket, bindIndicator } from './live.js';
 import { LiveMap } from './map.js';
-import { LANG, TERMINAL, api, formatClock, formatMoney, formatWhen, gettext, h, interpolate, readJSON, store } from './util.js';
+import {
+  LANG,
+  TERMINAL,
+  api,
+  formatClock,
+  formatMoney,
+  formatWhen,
+  gettext,
+  h,
+  interpolate,
+  readJSON,
+  store,
+  telHref,
+} from './util.js';
 
 const config = readJSON('liveops-config');
 const orderId = config.orderId;
@@ -221,7 +234,7 @@ function renderCourier(order) {
   const number = (courier.phone || '').trim();
   phone.hidden = !number || order.status === 'delivered';
   if (number) {
-    phone.href = `tel:${number.replace(/[^\d+]/g, '')}`;
+    phone.href = telHref(number);
     phone.textContent = interpolate(gettext('Call %(name)s: %(phone)s'), { name, phone: number }, true);
   }
 }

@@ -174,6 +174,11 @@ export function eventTypeLabel(type) {
   return labels[type] || type;
 }
 
+/** The `tel:` address of a phone number as people write it ("+380 67 123-45-67"). */
+export function telHref(phone) {
+  return `tel:${phone.replace(/[^\d+]/g, '')}`;
+}
+
 /** Where an order's door is on the map, in words (its `destination_status`). */
 export function destinationLabel(status) {
   const labels = {

@@ -25,9 +25,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.GEOCODER_URL:
             raise CommandError("GEOCODER_URL is empty: there is no geocoder to ask.")
-        orders = Order.objects.exclude(geocode_status=Order.GeocodeStatus.FOUND).exclude(
-            geocode_status=Order.GeocodeStatus.NOT_FOUND
-        )
+        without_point = (Order.GeocodeStatus.PENDING, Order.GeocodeStatus.FAILED, Order.GeocodeStatus.OFF)
+        orders = Order.objects.filter(geocode_status__in=without_point)
         if not options["all"]:
             orders = orders.filter(status__in=ACTIVE)
         # `off` orders were never looked up: pending now, so that order_geocode takes them.
