@@ -153,11 +153,15 @@ def client_for():
     return build
 
 
-@pytest.fixture
-def unused_tcp_port() -> int:
+def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture
+def unused_tcp_port() -> int:
+    return _free_port()
 
 
 # --- the provider pipeline: real simulators, Celery worker and beat ------------------------------
@@ -216,7 +220,13 @@ test_database_url.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture
-def worker_and_beat(providers, tmp_path):
+def metrics_ports() -> dict[str, int]:
+    """Free exporter ports for the worker, beat and relay `worker_and_beat` starts (core.metrics)."""
+    return {kind: _free_port() for kind in ("worker", "beat", "relay")}
+
+
+@pytest.fixture
+def worker_and_beat(providers, tmp_path, metrics_ports):
     celery_app.conf.task_always_eager = False
     install_schedules()
     env = {
@@ -227,6 +237,8 @@ def worker_and_beat(providers, tmp_path):
         "PROVIDER_TIMEOUT_SECONDS": "2",
         "EMAIL_URL": "console://",
         "CHANNEL_LAYER_PREFIX": django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
+        "METRICS_HOST": "127.0.0.1",
+        **{f"METRICS_{kind.upper()}_PORT": str(port) for kind, port in metrics_ports.items()},
         **{f"{name.upper()}_URL": simulator.url for name, simulator in providers.items()},
     }
     with celery_app.connection_for_write() as broker:

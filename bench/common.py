@@ -138,7 +138,7 @@ def start_web(port: int, log: Path, **env: str) -> subprocess.Popen:
         if web.poll() is not None:
             break
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz?scope=process", timeout=2).status_code == 200:
                 return web
         except httpx.HTTPError:
             time.sleep(0.2)

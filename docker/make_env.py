@@ -197,6 +197,13 @@ def problems(env: dict[str, str], defaults: dict[str, str]) -> tuple[list[str], 
                 errors.append(f"DEBUG=false with an empty or default {name}: set it to a random value")
         if current("DEMO_PASSWORD") and current("DEMO_PASSWORD") == defaults.get("DEMO_PASSWORD"):
             errors.append("DEBUG=false with the default DEMO_PASSWORD: set it to a random value, or empty it")
+        profiles = {profile.strip() for profile in current("COMPOSE_PROFILES").split(",")}
+        grafana_password = current("GRAFANA_ADMIN_PASSWORD")
+        if "monitoring" in profiles and grafana_password in ("", defaults.get("GRAFANA_ADMIN_PASSWORD")):
+            errors.append(
+                "DEBUG=false, the monitoring profile on, and an empty or default GRAFANA_ADMIN_PASSWORD: "
+                "set it to a random value"
+            )
     # Empty SECURE_SSL_REDIRECT follows DEBUG in core/settings.py: on in production.
     site = current("CSRF_TRUSTED_ORIGINS").split(",")[0].strip()
     if site.startswith("http://") and is_on("SECURE_SSL_REDIRECT", not debug):

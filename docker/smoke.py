@@ -7,7 +7,7 @@ catcher, a web restart with the socket resumed by `?after=`, two workers, and th
 `down`/`up`. Everything it created (containers, network, volumes, env file) is removed at the end, on
 failure too. The repository's own `.env` is never read or written.
 
-Run with the project's virtualenv (httpx, websockets): `.venv/bin/python docker/smoke.py`.
+Run with the project's virtualenv (httpx, websockets, pyyaml): `.venv/bin/python docker/smoke.py`.
 """
 
 import asyncio
@@ -24,12 +24,15 @@ from pathlib import Path
 
 import httpx
 import websockets
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 COMPOSE = os.environ.get("COMPOSE", "docker-compose")
 PROJECT = os.environ.get("SMOKE_PROJECT", "liveops-smoke")
 SIM_STEP_SECONDS = "0.5"
+# The compose profiles started: the stand-ins, never `monitoring` (its images have no offline stand-in).
+PROFILES = "demo"
 START_TIMEOUT = 240  # seconds for every service to turn healthy (or, for migrate, to exit 0)
 DELIVERY_TIMEOUT = 90  # seconds for an order to reach `delivered` with SIM_STEP_SECONDS above
 ADDRESS = "Khreshchatyk St, 1"
@@ -133,7 +136,13 @@ class Smoke:
 
     def wait_healthy(self, workers: int = 1) -> None:
         """Every service healthy (running, for those without a check), migrate exited 0; bounded."""
-        services = self.compose("config", "--services").stdout.split()
+        # docker-compose 1.x's `config --services` lists every profile's services: keep those PROFILES starts.
+        config = yaml.safe_load(self.compose("config").stdout)
+        services = [
+            name
+            for name, service in config["services"].items()
+            if not service.get("profiles") or set(service["profiles"]) & set(PROFILES.split(","))
+        ]
         expected = {service: 1 for service in services} | {"worker": workers}
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -255,7 +264,7 @@ class Smoke:
         run([sys.executable, "docker/make_env.py", "--output", str(self.env_file), "--public-url", self.base])
         overrides = {
             "COMPOSE_PROJECT_NAME": PROJECT,
-            "COMPOSE_PROFILES": "demo",
+            "COMPOSE_PROFILES": PROFILES,
             "NGINX_PORT": str(self.port),
             "MAILPIT_UI_PORT": str(self.mail_port),
             "SIM_STEP_SECONDS": SIM_STEP_SECONDS,

@@ -29,6 +29,7 @@ def index(request: HttpRequest) -> JsonResponse:
             "orders": reverse("orders:order-list"),
             "restaurants": reverse("orders:restaurant-list"),
             "alerts": reverse("orders:alert-list"),
+            "webhook_endpoints": reverse("webhooks:endpoint-list"),
             "realtime_ticket": reverse("realtime-ticket"),
         }
     )

@@ -25,3 +25,12 @@ class JSONCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class JSONBooleanField(serializers.BooleanField):
+    """A boolean in a JSON body: `true` or `false`, not `0`, `"yes"` or `"true"`."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data

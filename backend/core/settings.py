@@ -18,6 +18,9 @@ from environs import Env, EnvError
 from marshmallow import ValidationError
 from marshmallow.validate import Length, OneOf, Range, Regexp
 
+from core.logs import LOG_FORMATS, formatter_config
+from core.observability import init_sentry
+
 BASE_DIR = Path(__file__).resolve().parent.parent  # backend/
 REPO_DIR = BASE_DIR.parent
 
@@ -66,6 +69,15 @@ def _tile_origin(template: str) -> list[str]:
     scheme, _, rest = template.partition("://")
     host = rest.split("/", 1)[0]
     return [f"{scheme}://{host.replace('{s}', '*')}"]
+
+
+METRICS_TOKEN_MIN_LENGTH = 20
+
+
+def _metrics_token(text: str) -> None:
+    """METRICS_TOKEN: empty, or long enough not to be guessed by scraping."""
+    if text.strip() and len(text.strip()) < METRICS_TOKEN_MIN_LENGTH:
+        raise ValidationError(f"must be empty or at least {METRICS_TOKEN_MIN_LENGTH} characters")
 
 
 def _provider_entry(text: str) -> tuple[str, str]:
@@ -189,6 +201,42 @@ try:
     GEOCODER_TIMEOUT_SECONDS = env.float("GEOCODER_TIMEOUT_SECONDS", validate=_positive)
     GEOCODER_CACHE_DAYS = env.float("GEOCODER_CACHE_DAYS", validate=Range(min=0))
     GEOCODER_RETRIES = env.int("GEOCODER_RETRIES", validate=Range(min=0, max=50))
+    # Outgoing webhooks to partners (webhooks app): order events POSTed, signed, to their endpoints.
+    # Endpoints whose address is loopback, private, link-local or cloud metadata are refused unless
+    # WEBHOOKS_ALLOW_PRIVATE (they would reach inside the deployment). Empty WEBHOOKS_REQUIRE_HTTPS follows
+    # DEBUG: production accepts only https:// endpoints.
+    WEBHOOKS_ALLOW_PRIVATE = env.bool("WEBHOOKS_ALLOW_PRIVATE")
+    WEBHOOKS_REQUIRE_HTTPS = (
+        not DEBUG if _is_blank("WEBHOOKS_REQUIRE_HTTPS") else env.bool("WEBHOOKS_REQUIRE_HTTPS")
+    )
+    WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", validate=Range(min=0.1, max=60))
+    # A delivery that keeps failing is tried again, backing off from WEBHOOK_BACKOFF_SECONDS up to
+    # WEBHOOK_MAX_BACKOFF_SECONDS, for WEBHOOK_RETRY_HOURS; an endpoint failing that long is disabled.
+    WEBHOOK_RETRY_HOURS = env.float("WEBHOOK_RETRY_HOURS", validate=_positive)
+    WEBHOOK_BACKOFF_SECONDS = env.float("WEBHOOK_BACKOFF_SECONDS", validate=_positive)
+    WEBHOOK_MAX_BACKOFF_SECONDS = env.float("WEBHOOK_MAX_BACKOFF_SECONDS", validate=_positive)
+    # --- Logging and error tracking (core.logs, core.observability) ---
+    # json: one object per line, for log collectors; text: the plain local format
+    LOG_FORMAT = env.str("LOG_FORMAT", validate=OneOf(LOG_FORMATS))
+    # Sentry: off while SENTRY_DSN is empty; an empty SENTRY_RELEASE lets sentry-sdk find one
+    SENTRY_DSN = "" if _is_blank("SENTRY_DSN") else _url("SENTRY_DSN", schemes=HTTP_SCHEMES)
+    SENTRY_ENVIRONMENT = env.str("SENTRY_ENVIRONMENT", validate=Length(min=1, max=64))
+    SENTRY_RELEASE = env.str("SENTRY_RELEASE", "").strip()
+    SENTRY_TRACES_SAMPLE_RATE = env.float("SENTRY_TRACES_SAMPLE_RATE", validate=Range(min=0, max=1))
+    # --- Liveness (core.liveness, core.health, docker/healthcheck.py) ---
+    # Heartbeat files the worker, beat and relay refresh every HEARTBEAT_SECONDS while they work; the
+    # container health checks read their age. Relative to the repository, or absolute.
+    HEARTBEAT_DIR = REPO_DIR / env.path("HEARTBEAT_DIR")
+    HEARTBEAT_SECONDS = env.float("HEARTBEAT_SECONDS", validate=Range(min=0.1, max=600))
+    # --- Metrics for Prometheus (core.metrics) ---
+    # Bearer token of the web process's GET /metrics. Empty: /metrics answers only while DEBUG (404 else)
+    METRICS_TOKEN = env.str("METRICS_TOKEN", "", validate=_metrics_token).strip()
+    # The exporters of the Celery worker, beat and the relay listen on METRICS_HOST, each on its port
+    # (0: that process exports nothing)
+    METRICS_HOST = env.str("METRICS_HOST", validate=Length(min=1, max=255))
+    METRICS_WORKER_PORT = env.int("METRICS_WORKER_PORT", validate=Range(min=0, max=65535))
+    METRICS_BEAT_PORT = env.int("METRICS_BEAT_PORT", validate=Range(min=0, max=65535))
+    METRICS_RELAY_PORT = env.int("METRICS_RELAY_PORT", validate=Range(min=0, max=65535))
     DEMO_PASSWORD = env.str("DEMO_PASSWORD")
     SERVE_STATIC = DEBUG if _is_blank("SERVE_STATIC") else env.bool("SERVE_STATIC")
 except EnvError as error:
@@ -264,8 +312,9 @@ try:
     SECURE_HSTS_PRELOAD = not DEBUG if _is_blank("SECURE_HSTS_PRELOAD") else env.bool("SECURE_HSTS_PRELOAD")
 except EnvError as error:
     raise ImproperlyConfigured(f"Invalid configuration: {error}") from error
-# Container health checks (docker/healthcheck.py) call daphne over plain HTTP, past the TLS proxy.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Container health checks (docker/healthcheck.py) and Prometheus (/metrics) call daphne over plain HTTP,
+# past the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -317,9 +366,12 @@ INSTALLED_APPS = [
     "core",
     "orders",
     "realtime",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
+    # First: its X-Request-ID reaches every response, and its id every log line of the request
+    "core.request_ids.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -434,6 +486,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "LegKindEnum": "orders.models.Leg.Kind",
         "AlertKindEnum": "orders.models.Alert.Kind",
+        "StatusEnum": "orders.status.OrderStatus",
+        "WebhookDeliveryStatusEnum": "webhooks.models.WebhookDelivery.Status",
     },
 }
 
@@ -445,11 +499,26 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
+# Celery workers and beat use it too (core.logs.connect_celery_signals). Every line carries the request,
+# task, order and leg ids bound where it was logged (core.logs.ContextFilter).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"ids": {"()": "core.logs.ContextFilter"}},
+    "formatters": {"default": formatter_config(LOG_FORMAT)},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "default", "filters": ["ids"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        # Without Django's own console handler (DEBUG only) its lines would come out twice, once unformatted
+        "django": {"handlers": [], "level": "INFO"},
+        "django.db.backends": {"level": "INFO"},
+    },
 }
+
+# Error tracking, in every process that loads these settings (web, Celery worker and beat)
+SENTRY_ENABLED = init_sentry(
+    dsn=SENTRY_DSN,
+    environment=SENTRY_ENVIRONMENT,
+    release=SENTRY_RELEASE,
+    traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+)

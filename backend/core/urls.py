@@ -10,6 +10,7 @@ from realtime import views as realtime_views
 
 from . import api, auth
 from .health import healthz
+from .metrics_web import metrics_view
 
 urlpatterns = [
     path("", realtime_views.dashboard, name="dashboard"),
@@ -26,6 +27,7 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script as a file (?script): the Content-Security-Policy runs no
@@ -41,6 +43,7 @@ urlpatterns = [
     path("api/auth/logout-all/", auth.LogoutAllView.as_view(), name="logout-all-tokens"),
     path("api/realtime/ticket/", realtime_api.TicketView.as_view(), name="realtime-ticket"),
     path("api/", include("orders.urls")),
+    path("api/", include("webhooks.urls")),
     # Last: any other path under /api/. Only with a trailing slash, so APPEND_SLASH still redirects
     # `/api/orders` to `/api/orders/`.
     path("api/<path:unknown>/", api.not_found),

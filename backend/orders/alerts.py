@@ -21,6 +21,8 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
+from core import metrics
+
 from .errors import ActionNotAllowed, PermissionDenied
 from .models import Alert, Leg, Order, OrderEvent
 from .status import ACTIVE, TERMINAL, OrderStatus
@@ -61,6 +63,7 @@ def raise_alert(*, order: Order, kind: str, detail: str, source: str, leg: Leg |
         return None
     alert = Alert.objects.create(order=order, leg=leg, kind=kind, detail=detail[:2000])
     _record(alert, OrderEvent.Type.ALERT_RAISED, order=order, source=source)
+    transaction.on_commit(metrics.ALERTS_RAISED.labels(kind=kind).inc)
     logger.warning("Alert %s on order %s: %s", kind, order.pk, detail)
     return alert
 

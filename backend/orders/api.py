@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core import logs
 from core.auth import TOO_MANY
 from core.parsers import JSONParser
 from core.throttles import OrderCreateThrottle, ShareThrottle
@@ -168,6 +169,7 @@ class OrderListCreateView(generics.ListAPIView):
             eta=data.get("eta"),
             phone=data["phone"],
         )
+        logs.bind(order_id=order.pk)  # the rest of the request's log lines name the new order
         order = selectors.order_list(user=request.user).get(pk=order.pk)
         return Response(order_serializer_for(request.user)(order).data, status=status.HTTP_201_CREATED)
 
@@ -181,6 +183,7 @@ class OrderDetailView(generics.RetrieveAPIView):
 
     @extend_schema(responses={200: ORDER_DETAIL_FOR_USER, **errors(401, 404)})
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:
+        logs.bind(order_id=kwargs["pk"])
         return super().get(request, *args, **kwargs)
 
 
@@ -188,6 +191,7 @@ class _OrderActionView(APIView):
     """Base for POST actions on one order the user can see (404 otherwise)."""
 
     def get_order(self, pk: int) -> Order:
+        logs.bind(order_id=pk)  # the request's log lines name the order it acts on
         return generics.get_object_or_404(selectors.orders_visible_to(self.request.user), pk=pk)
 
     def respond(self, order: Order) -> Response:
@@ -307,6 +311,7 @@ class OrderShareView(APIView):
     throttle_classes = [ShareThrottle]  # POST only
 
     def get_order(self, pk: int) -> Order:
+        logs.bind(order_id=pk)
         return generics.get_object_or_404(selectors.orders_shareable_by(self.request.user), pk=pk)
 
     @extend_schema(request=None, responses={201: TrackingLinkSerializer, **errors(401, 404), 429: TOO_MANY})

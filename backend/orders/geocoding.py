@@ -13,6 +13,7 @@ unreachable geocoder again with backoff, and in the end leaves the order without
 import asyncio
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlencode
@@ -20,7 +21,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.core.cache import cache
 
-from core import limits
+from core import limits, metrics
 
 from .providers import http
 
@@ -78,14 +79,22 @@ class NominatimGeocoder:
         if self.language:
             headers["Accept-Language"] = self.language
         call = http.call("GET", self.search_url(address), headers=headers)
+        started, outcome = time.perf_counter(), "error"
         try:
             answer = http.run(asyncio.wait_for(call, settings.GEOCODER_TIMEOUT_SECONDS))
+            outcome = "ok" if answer.status == 200 else metrics.http_outcome(answer.status)
         except TimeoutError:
+            outcome = "timeout"
             raise GeocoderError(
                 f"no answer from the geocoder within {settings.GEOCODER_TIMEOUT_SECONDS:g}s"
             ) from None
         except http.TransportError as error:
             raise GeocoderError(f"geocoder unreachable: {error}") from error
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.observe_provider_request(
+                provider="geocoder", operation="geocode", outcome=outcome, seconds=seconds
+            )
         if answer.status != 200:
             raise GeocoderError(f"geocoder answered HTTP {answer.status}: {answer.text[:120]}")
         try:

@@ -99,8 +99,11 @@ class Relay:
         batch_size: int | None = None,
         gap_wait_ms: float | None = None,
         subscribers: list[Subscriber] | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.subscribers = _subscribers if subscribers is None else subscribers
+        # Called on every turn of the loop, leading or standing by (relay_events: the heartbeat file).
+        self.heartbeat = heartbeat or (lambda: None)
         self.stopping = threading.Event()
         self.batch_size = batch_size or settings.REALTIME_RELAY_BATCH
         wait_ms = settings.REALTIME_GAP_WAIT_MS if gap_wait_ms is None else gap_wait_ms
@@ -119,10 +122,12 @@ class Relay:
         while not self.stopping.is_set():
             try:
                 with self._leadership() as leading:
+                    self.heartbeat()
                     if not leading:
                         continue
                     self.start()
                     while not self.stopping.is_set():
+                        self.heartbeat()
                         if self.step() < self.batch_size:  # a full batch means more are waiting
                             self.stopping.wait(interval)
             except DatabaseError as error:  # PostgreSQL restarted or unreachable: start over

@@ -31,6 +31,20 @@ def declared_schedules() -> list[dict[str, Any]]:
             "description": "Raise `late` and `stuck` alerts that only the passing of time makes true.",
         },
         {
+            "name": "Send due webhook deliveries",
+            "task": "webhooks.deliver_due",
+            "every": 15,
+            "expire_seconds": 30,
+            "description": "Partners' webhook retries that are due, and deliveries a stopped worker held.",
+        },
+        {
+            "name": "Purge the webhook delivery log",
+            "task": "webhooks.purge_deliveries",
+            "every": 24 * 3600,
+            "expire_seconds": 3600,
+            "description": "Delete webhook deliveries that ended more than 30 days ago.",
+        },
+        {
             "name": "Purge expired API tokens",
             "task": "core.purge_expired_tokens",
             "every": 3600,

@@ -142,6 +142,18 @@ def leg_id_for_external(provider: str, external_id: str) -> int | None:
     return leg_id
 
 
+def open_alert_counts() -> dict[str, int]:
+    """How many alerts of each kind are open (not cleared), every kind listed, zeros included."""
+    counts = dict(
+        Alert.objects.filter(cleared_at__isnull=True)
+        .order_by()
+        .values("kind")
+        .annotate(count=Count("id"))
+        .values_list("kind", "count")
+    )
+    return {kind: counts.get(kind, 0) for kind in Alert.Kind.values}
+
+
 def open_alerts() -> Prefetch:
     """An order's open alerts, newest first, as `order.open_alerts`."""
     alerts = Alert.objects.filter(cleared_at__isnull=True).select_related("acknowledged_by")

@@ -34,6 +34,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core import metrics
+
 from . import alerts, geocoding, signals
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, TrackingLink
@@ -151,6 +153,7 @@ def order_create(
         actor=customer,
     )
     _on_commit_notify(order.pk)
+    transaction.on_commit(metrics.ORDERS_CREATED.inc)
     if submit_at <= order.created_at:
         _on_commit_submit(order.pk)
     if geocoding_on:
@@ -232,6 +235,7 @@ def _transition(
     if to_status == OrderStatus.CANCELLED:
         _cancel_legs(order, source=source, actor=actor)
     _follow_alerts(order, from_status, source, reason)
+    transaction.on_commit(metrics.ORDER_STATUS_CHANGES.labels(status=to_status).inc)
     return event
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.db.models import prefetch_related_objects
 
+from core import metrics
 from orders import selectors
 from orders.disclosure import is_public_event
 from orders.models import Courier, Order, OrderEvent
@@ -99,6 +100,7 @@ def publish_released(events: list[OrderEvent]) -> None:
             by_group[courier_group(order.courier_id)].append((event.seq, order.pk, payloads.dumps(carried)))
     messages = [(group, {"type": "order.events", "events": items}) for group, items in by_group.items()]
     _publisher().send_all(messages).result(timeout=PUBLISH_TIMEOUT_SECONDS)
+    metrics.EVENTS_PUBLISHED.inc(len(events))
 
 
 def publish_location(courier_id: int) -> None:

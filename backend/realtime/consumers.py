@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 
+from core import metrics
 from orders import relay, selectors, services
 from orders.disclosure import PUBLIC_EVENT_TYPES
 from orders.models import Order, OrderEvent
@@ -158,6 +159,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     stream: Stream | None = None
     open = False
     anonymous = False  # whether a socket may connect without signing in (a tracking link's)
+    metrics_stream = ""  # the `stream` label of its frames and open sockets (core.metrics)
 
     # --- connection ---------------------------------------------------------------------------------------
 
@@ -176,6 +178,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             logger.info("%s is over REALTIME_SOCKETS_PER_USER: socket refused", user)
             await self._refuse(CLOSE_RATE_LIMITED)
             return
+        metrics.SOCKETS_OPEN.labels(stream=self.metrics_stream).inc()  # until disconnect()
         caps.ensure_renewer()
         self.user = user
         self.allowance = float(settings.REALTIME_FRAME_BURST)  # frames this client may send right now
@@ -215,6 +218,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.stream is None:
             return
+        metrics.SOCKETS_OPEN.labels(stream=self.metrics_stream).dec()
         self.open = False
         await asyncio.to_thread(caps.release, self.cap_holder(self.user), self.socket_id)
         fanout = hub.hub()
@@ -226,6 +230,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     def authorize(self, user: Any) -> Stream | None:
         raise NotImplementedError
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Every frame written to the socket is counted by stream."""
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        if text_data is not None or bytes_data is not None:
+            metrics.FRAMES_SENT.labels(stream=self.metrics_stream).inc()
 
     def _after_from_query(self) -> int | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("after")
@@ -423,6 +435,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
 class OperatorsConsumer(LiveConsumer):
     """/ws/operators/: staff see every order."""
 
+    metrics_stream = "operators"
+
     def authorize(self, user: Any) -> Stream | None:
         if not user.is_staff:
             return None
@@ -437,6 +451,8 @@ class OperatorsConsumer(LiveConsumer):
 
 class CourierConsumer(LiveConsumer):
     """/ws/couriers/: a courier sees the orders assigned to them and may report their location."""
+
+    metrics_stream = "courier"
 
     def authorize(self, user: Any) -> Stream | None:
         courier = selectors.active_courier_of(user)
@@ -478,6 +494,8 @@ class OrderConsumer(LiveConsumer):
     """/ws/orders/<id>/: the order's customer (or staff) follows one order, finished or not, in its
     public shape (staff included: operators follow orders whole on /ws/operators/)."""
 
+    metrics_stream = "order"
+
     def authorize(self, user: Any) -> Stream | None:
         order_id = self.scope["url_route"]["kwargs"]["order_id"]
         if not selectors.orders_visible_to(user).filter(pk=order_id).exists():
@@ -498,6 +516,7 @@ class TrackingLinkConsumer(LiveConsumer):
     """
 
     anonymous = True
+    metrics_stream = "tracking"
     link_id: int | None = None
     revocations = ""  # the channel-layer group that announces the revocation of the order's links
     expiry: asyncio.Task | None = None

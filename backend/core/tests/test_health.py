@@ -1,13 +1,18 @@
 import pytest
 
+from core import liveness
+
 pytestmark = pytest.mark.django_db
 
 
-def test_healthy_engines_answer_200(client):
+def test_healthy_engines_and_fresh_heartbeats_answer_200(client):
+    liveness.record(liveness.BEAT)
+    liveness.record(liveness.WORKERS)
     response = client.get("/healthz")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok"
+    assert (body["status"], body["problems"]) == ("ok", [])
+    assert body["beat"]["ok"] and body["workers"]["ok"]
     assert {name: check["ok"] for name, check in body["checks"].items()} == {
         "database": True,
         "redis": True,
@@ -24,6 +29,9 @@ def test_unreachable_redis_and_broker_answer_503(client, settings, unused_tcp_po
     assert checks["database"]["ok"] is True
     assert checks["redis"]["ok"] is False and "Connection" in checks["redis"]["error"]
     assert checks["broker"]["ok"] is False
+    assert len(response.json()["problems"]) == 2  # redis and broker; the database answered
+    # The container's probe of this process sees the same outage.
+    assert client.get("/healthz?scope=process").status_code == 503
 
 
 def test_only_get(client):

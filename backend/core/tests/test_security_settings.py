@@ -47,6 +47,7 @@ def production_values() -> dict[str, str]:
         "SECURE_HSTS_SECONDS": "31536000",
         "SECURE_HSTS_INCLUDE_SUBDOMAINS": "true",
         "SECURE_HSTS_PRELOAD": "true",
+        "WEBHOOKS_ALLOW_PRIVATE": "false",  # partners' endpoints never inside the deployment
     }
 
 
@@ -165,6 +166,12 @@ def test_check_deploy_is_clean_with_the_production_values(https):
     result = run(["check", "--deploy", "--fail-level", "WARNING"], unset=unset, **values)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "no issues" in result.stdout, result.stdout
+
+
+def test_check_deploy_warns_when_webhooks_may_reach_private_addresses():
+    result = run(["check", "--deploy"], **(production_values() | {"WEBHOOKS_ALLOW_PRIVATE": "true"}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "webhooks.W001" in result.stderr, result.stderr
 
 
 def test_check_deploy_on_plain_http_reports_only_the_missing_https():

@@ -8,9 +8,12 @@ realtime code never name a provider.
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+from core import metrics
 
 from ..status import OrderStatus
 from . import http
@@ -172,11 +175,13 @@ class Provider:
     # -- the calls -----------------------------------------------------------------------------------
     async def create(self, request: KitchenRequest | DeliveryRequest) -> ProviderOrder:
         path, body = self.create_request(request)
-        payload = await self._call("POST", path, json=body, idempotency_key=request.idempotency_key)
+        payload = await self._call(
+            "POST", path, operation="create", json=body, idempotency_key=request.idempotency_key
+        )
         return self.parse_order(payload)
 
     async def fetch(self, external_id: str) -> ProviderOrder:
-        order = self.parse_order(await self._call("GET", self.fetch_path(external_id)))
+        order = self.parse_order(await self._call("GET", self.fetch_path(external_id), operation="get"))
         if order.external_id != external_id:
             raise ProviderBadResponse(f"{self.name} answered for {order.external_id!r}, not {external_id!r}")
         return order
@@ -188,7 +193,7 @@ class Provider:
         cancel is safe. A refusal (409) raises ProviderCancelRefused; other failures the usual errors.
         """
         path = self.cancel_path(external_id)
-        order = self.parse_order(await self._call("POST", path, json={}, refusal=True))
+        order = self.parse_order(await self._call("POST", path, operation="cancel", json={}, refusal=True))
         if order.external_id != external_id:
             raise ProviderBadResponse(f"{self.name} answered for {order.external_id!r}, not {external_id!r}")
         if order.status != PROVIDER_CANCELLED:
@@ -196,20 +201,43 @@ class Provider:
         return order
 
     async def _call(
-        self, method: str, path: str, *, json: Any = None, idempotency_key: str = "", refusal: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        json: Any = None,
+        idempotency_key: str = "",
+        refusal: bool = False,
     ) -> dict[str, Any]:
+        """One call and its reading, counted as `operation` (create, get, cancel) by its outcome."""
         headers = {"Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
+        started, outcome = time.perf_counter(), "error"
         try:
             answer = await http.call(method, f"{self.base_url}{path}", json=json, headers=headers)
+            payload = self._read(answer, f"{method} {path}", refusal=refusal)
+            outcome = "ok"
+            return payload
         except http.TransportTimeout as error:
+            outcome = "timeout"
             raise ProviderUnavailable(f"{self.name} timed out ({method} {path}): {error}") from error
         except http.TransportError as error:
             raise ProviderUnavailable(f"{self.name} unreachable ({method} {path}): {error}") from error
-        return self._read(answer, f"{method} {path}", refusal=refusal)
+        except ProviderCancelRefused:
+            outcome = "refused"
+            raise
+        except ProviderError:
+            outcome = metrics.http_outcome(answer.status)
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            metrics.observe_provider_request(
+                provider=self.name, operation=operation, outcome=outcome, seconds=seconds
+            )
 
     def _read(self, answer: http.Answer, where: str, *, refusal: bool) -> dict[str, Any]:
         status = answer.status

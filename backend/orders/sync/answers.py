@@ -12,6 +12,8 @@ import logging
 
 from django.core.cache import cache
 
+from core.logs import log_context
+
 from .. import services
 from ..providers import ProviderOrder, UnknownProviderStatus
 from . import leases
@@ -30,7 +32,8 @@ def apply_answer(*, leg_id: int, provider: str, answer: ProviderOrder, source: s
     leases.leg_clear_failure(leg_id=leg_id)
     key = status_cache_key(provider, answer.external_id)
     learned: dict[str, str] = {}
-    changed = _apply_changes(leg_id, answer, source, cache.get(key), learned, key)
+    with log_context(leg_id=leg_id):
+        changed = _apply_changes(leg_id, answer, source, cache.get(key), learned, key)
     if learned:
         cache.set_many(learned, STATUS_CACHE_SECONDS)
     return changed
@@ -49,11 +52,12 @@ def apply_batch(
     for (leg_id, _, answer), key in zip(answered, keys, strict=True):
         if known.get(key) == answer.status and answer.driver is None and answer.location is None:
             continue
-        try:
-            changed += _apply_changes(leg_id, answer, source, known.get(key), learned, key)
-        except Exception as error:
-            logger.exception("Could not apply the answer for leg %s", leg_id)
-            errors.append(f"leg {leg_id}: {error}")
+        with log_context(leg_id=leg_id):
+            try:
+                changed += _apply_changes(leg_id, answer, source, known.get(key), learned, key)
+            except Exception as error:
+                logger.exception("Could not apply the answer for leg %s", leg_id)
+                errors.append(f"leg {leg_id}: {error}")
     if learned:
         cache.set_many(learned, STATUS_CACHE_SECONDS)
     return changed, errors

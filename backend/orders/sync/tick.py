@@ -21,6 +21,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from core import metrics
+from core.logs import log_context
+
 from .. import services
 from ..models import Leg, OrderItem
 from ..providers import (
@@ -99,6 +102,9 @@ def poll_due_legs(*, order_id: int | None = None) -> TickReport:
         ):
             break
     report.seconds = time.monotonic() - started
+    if order_id is None:  # the beat's tick, not one order's submission
+        metrics.POLL_TICK_SECONDS.observe(report.seconds)
+        metrics.POLL_TICK_LEGS.observe(report.claimed)
     if report.claimed:
         logger.info(
             "Poll tick: %d legs in %.2fs (%d created, %d changed, %d unchanged, %d failed)",
@@ -262,9 +268,11 @@ def _apply_results(
     report.unchanged += len(answered) - changed - len(errors)
     report.errors.extend(errors)
     for job, error in failed:
-        _record_failure(job, error, report)
+        with log_context(leg_id=job.leg_id):
+            _record_failure(job, error, report)
     for job, result in cancels:
-        _apply_cancel(job, result, report)
+        with log_context(leg_id=job.leg_id):
+            _apply_cancel(job, result, report)
     next_poll = lease_until - leases.poll_lease() + timedelta(seconds=settings.POLL_INTERVAL_SECONDS)
     leases.legs_reschedule(leg_ids=[job.leg_id for job, _ in answered], lease_until=lease_until, at=next_poll)
 

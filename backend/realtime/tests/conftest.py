@@ -156,7 +156,7 @@ def start_daphne(
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz?scope=process", timeout=2).status_code == 200:
                 return process
         except httpx.TransportError:
             pass

@@ -60,7 +60,7 @@ class Web:
         return f"ws://127.0.0.1:{self.port}"
 
     def healthy(self) -> bool:
-        return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=5).status_code == 200
+        return httpx.get(f"http://127.0.0.1:{self.port}/healthz?scope=process", timeout=5).status_code == 200
 
 
 @pytest.fixture

@@ -6,8 +6,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from core import metrics
+from core.liveness import FileHeartbeat
 from orders.relay import Relay
 
 logger = logging.getLogger(__name__)
@@ -20,7 +23,8 @@ class Command(BaseCommand):
         parser.add_argument("--stats-file", type=Path, help="Write the counters here (JSON) on exit.")
 
     def handle(self, *args: Any, stats_file: Path | None = None, **options: Any) -> None:
-        relay = Relay()
+        relay = Relay(heartbeat=FileHeartbeat("relay"))  # docker/healthcheck.py reads its age
+        metrics.start_exporter("relay", settings.METRICS_RELAY_PORT)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: relay.stop())
         relay.run()
