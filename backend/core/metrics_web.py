@@ -8,12 +8,20 @@ Access: `Authorization: Bearer <METRICS_TOKEN>`, compared in constant time; a mi
 answered 401. With METRICS_TOKEN empty, /metrics is open while DEBUG is true (a laptop) and answers 404
 otherwise: a production site never shows its metrics to whoever asks. nginx answers /metrics with 404
 itself (docker/nginx/default.conf); Prometheus scrapes each web container directly, inside the network.
+
+`metrics_middleware` answers /metrics before CommonMiddleware checks the Host header against
+ALLOWED_HOSTS: Prometheus finds every web replica by DNS and scrapes it by its address, which no
+ALLOWED_HOSTS entry names (each replica keeps its own counters, so every one must be scraped). The
+answer does not depend on the Host header; the bearer token is what guards it.
 """
 
 import hmac
+from collections.abc import Awaitable, Callable
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.utils.decorators import sync_and_async_middleware
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -67,3 +75,26 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return response
     body = generate_latest(REGISTRY) + generate_latest(database_registry)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+PATH = "/metrics"
+
+
+@sync_and_async_middleware
+def metrics_middleware(get_response: Callable) -> Callable:
+    """/metrics, answered here (see the module's docstring); every other request goes on."""
+    if iscoroutinefunction(get_response):
+        view = sync_to_async(metrics_view)  # the database gauges: in the request's thread
+
+        async def middleware(request: HttpRequest) -> HttpResponseBase:
+            if request.path == PATH:
+                return await view(request)
+            response: Awaitable[HttpResponseBase] = get_response(request)
+            return await response
+
+        return middleware
+
+    def sync_middleware(request: HttpRequest) -> HttpResponseBase:
+        return metrics_view(request) if request.path == PATH else get_response(request)
+
+    return sync_middleware

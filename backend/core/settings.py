@@ -374,6 +374,8 @@ MIDDLEWARE = [
     "core.request_ids.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Before CommonMiddleware's ALLOWED_HOSTS check: Prometheus scrapes each replica by its address
+    "core.metrics_web.metrics_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -10,7 +10,6 @@ from realtime import views as realtime_views
 
 from . import api, auth
 from .health import healthz
-from .metrics_web import metrics_view
 
 urlpatterns = [
     path("", realtime_views.dashboard, name="dashboard"),
@@ -27,7 +26,6 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("healthz", healthz, name="healthz"),
-    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its start-up script as a file (?script): the Content-Security-Policy runs no

@@ -110,6 +110,16 @@ class TestAccess:
         assert client.post("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 405
 
 
+@pytest.mark.django_db
+def test_each_replica_is_scraped_by_its_address_which_allowed_hosts_does_not_name(client, token):
+    """Prometheus finds the web replicas by DNS and asks each by its IP address."""
+    replica = {"HTTP_HOST": "172.30.0.7:8000"}
+    response = client.get("/metrics", headers={"Authorization": f"Bearer {token}"}, **replica)
+    assert response.status_code == 200 and b"liveops_orders_created_total" in response.content
+    assert client.get("/metrics", **replica).status_code == 401
+    assert client.get("/api/", **replica).status_code == 400, "every other path still checks the host"
+
+
 def test_nginx_never_passes_metrics():
     conf = (REPO / "docker" / "nginx" / "default.conf").read_text()
     block = conf.split("location = /metrics", 1)[1].split("}", 1)[0]
