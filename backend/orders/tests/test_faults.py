@@ -530,6 +530,10 @@ def test_postgres_restart_web_worker_relay_and_beat_recover_and_no_order_is_lost
         wait_until(
             lambda: client.get(f"/api/orders/{before[0]}/").json()["status"] != "scheduled", 20, describe
         )
+        # Every process is up before the restart (on a busy machine beat may still be starting, and a
+        # beat that cannot reach PostgreSQL at start-up exits: compose restarts it, this test would not)
+        wait_until(lambda: "Sending due task" in celery_processes.text("beat"), 30, describe)
+        wait_until(lambda: "Relay releasing events" in celery_processes.text("relay"), 30, describe)
 
         private_postgres.stop()  # web, worker and beat lose every connection; ticks fail meanwhile
         time.sleep(3)
