@@ -44,6 +44,7 @@ from .models import TEST_EVENT, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 logger = logging.getLogger(__name__)
 
 MARK = "webhooks"  # EventMark: every event at or below it has its deliveries
+CATCH_UP_LIMIT = 5000  # events a call takes from below a batch it finds the mark behind
 LEASE_MARGIN_SECONDS = 30
 LANE_LIMIT = 200  # deliveries one task sends before it hands the lane to a fresh task
 DELIVERY_LOG_DAYS = 30  # how long the delivery log keeps what ended
@@ -130,11 +131,12 @@ def deliveries_for_released(events: list[OrderEvent]) -> None:
     """orders.relay subscriber: one delivery per subscribed endpoint for each released event.
 
     A mark of its own (EventMark "webhooks") makes it safe to fail: the next batch also takes whatever
-    lies between the mark and itself. A late event (below the mark) comes alone and is taken as it is.
+    lies between the mark and itself, CATCH_UP_LIMIT events at a time (the batch itself then waits for a
+    later call, which finds it below the relay's mark). A late event (below the mark) comes alone and is
+    taken as it is.
     """
     if not events:
         return
-    last = events[-1].seq
     endpoints = list(WebhookEndpoint.objects.filter(active=True))
     with transaction.atomic():
         mark = EventMark.objects.select_for_update().filter(name=MARK).first()
@@ -142,8 +144,19 @@ def deliveries_for_released(events: list[OrderEvent]) -> None:
             mark = EventMark.objects.create(name=MARK, seq=events[0].seq - 1)
         todo = list(events)
         if endpoints and mark.seq < events[0].seq - 1:
-            missed = OrderEvent.objects.filter(seq__gt=mark.seq, seq__lt=events[0].seq).order_by("seq")
-            todo = [*missed, *events]
+            missed = list(
+                OrderEvent.objects.filter(
+                    seq__gt=mark.seq,
+                    seq__lt=events[0].seq,
+                    at__gte=min(endpoint.created_at for endpoint in endpoints),
+                ).order_by("seq")[: CATCH_UP_LIMIT + 1]
+            )
+            if len(missed) > CATCH_UP_LIMIT:
+                logger.warning("Webhook deliveries catching up from #%d", mark.seq)
+                todo = missed[:CATCH_UP_LIMIT]
+            else:
+                todo = [*missed, *events]
+        last = max(todo[-1].seq, mark.seq)
         if last > mark.seq:
             EventMark.objects.filter(name=MARK).update(previous=mark.seq, seq=last)
         if not endpoints:

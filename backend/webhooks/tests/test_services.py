@@ -322,3 +322,25 @@ def test_the_readme_verification_snippet_accepts_our_signatures_only():
     assert not verify("whsec_other", body, header)
     assert not verify(secret, body, signing.header_value(secret, body, timestamp=1_000_000))
     assert not verify(secret, body, "garbage")
+
+
+def test_events_a_failed_batch_left_behind_are_taken_up_by_the_next(
+    receiver, order, enqueued, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The relay gave up on a batch (the subscriber kept failing): the next one finds the mark behind."""
+    order_services.order_cancel(order_id=order.pk, actor=order.customer, reason="")
+    endpoint_for(receiver)
+    events = list(OrderEvent.objects.order_by("seq"))
+    assert len(events) >= 3
+    EventMark.objects.create(name=services.MARK, seq=events[0].seq - 1)
+    monkeypatch.setattr(services, "CATCH_UP_LIMIT", 1)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deliveries_for_released(events[-1:])  # events[:-1] never reached the subscriber
+    assert list(WebhookDelivery.objects.values_list("seq", flat=True)) == [events[0].seq], "one at a time"
+    assert EventMark.objects.get(name=services.MARK).seq == events[0].seq
+
+    for _ in events:
+        services.deliveries_for_released(events[-1:])
+    assert sorted(WebhookDelivery.objects.values_list("seq", flat=True)) == [event.seq for event in events]
+    assert EventMark.objects.get(name=services.MARK).seq == events[-1].seq
