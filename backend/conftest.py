@@ -132,6 +132,15 @@ def operator(db: None):
 
 
 @pytest.fixture
+def admin_client(client, operator):
+    """The test client signed in as the operator, made a superuser: every admin page is open to it."""
+    operator.is_superuser = True
+    operator.save(update_fields=["is_superuser"])
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
 def restaurants(db: None):
     return factories.make_catalogue()
 

@@ -94,11 +94,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=503 if problems else 200)
 
 
-def tick_interval_seconds() -> int:
-    """The poll tick's interval as orders.schedules installs it: whole seconds, at least 1."""
-    return max(1, round(settings.POLL_INTERVAL_SECONDS))
-
-
 def _age(at: float | None, now: float) -> float | None:
     return None if at is None else round(max(now - at, 0.0), 1)
 
@@ -112,7 +107,7 @@ def _liveness(problems: list[str]) -> tuple[dict[str, object], dict[str, object]
         failed = {"ok": False, "error": f"{type(error).__name__}: {error}"}
         return failed, failed
     now = time.time()
-    window = STALE_AFTER_TICKS * tick_interval_seconds()
+    window = STALE_AFTER_TICKS * liveness.tick_interval_seconds()
     sent, taken = seen[liveness.BEAT], seen[liveness.WORKERS]
     beat_silent = now - (sent or liveness.PROCESS_STARTED_AT)
     beat_ok = beat_silent <= window

@@ -40,6 +40,11 @@ PROCESS_STARTED_AT = time.time()
 # --- poll-tick heartbeats in Redis ---------------------------------------------------------------
 
 
+def tick_interval_seconds() -> int:
+    """How often beat sends the poll tick (orders.schedules installs it so): whole seconds, at least 1."""
+    return max(1, round(settings.POLL_INTERVAL_SECONDS))
+
+
 def _key(name: str) -> str:
     return limits.key("heartbeat", name)
 

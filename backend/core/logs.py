@@ -11,12 +11,13 @@ Two formats (LOG_FORMAT): `json`, one object per line for log collectors (python
 configuration: `connect_celery_signals` stops Celery from installing its own handlers.
 """
 
+import functools
 import inspect
 import logging
 import logging.config
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
@@ -158,10 +159,16 @@ def _add_request_id_header(headers: dict[str, Any] | None = None, **kwargs: Any)
 _task_tokens: dict[str, list[Token]] = {}
 
 
+@functools.cache
+def _signature(run: Callable[..., Any]) -> inspect.Signature:
+    """A task's signature, read once per task rather than at every run."""
+    return inspect.signature(run)
+
+
 def _task_argument_ids(task: Task, args: tuple, kwargs: dict) -> dict[str, int | str]:
     """The values of the task's arguments named order_id / leg_id."""
     try:
-        bound = inspect.signature(task.run).bind_partial(*args, **kwargs)
+        bound = _signature(task.run).bind_partial(*args, **kwargs)
     except (TypeError, ValueError):
         return {}
     return {name: bound.arguments[name] for name in _TASK_ARGUMENT_IDS if name in bound.arguments}

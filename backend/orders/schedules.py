@@ -9,11 +9,13 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from core.liveness import tick_interval_seconds
+
 logger = logging.getLogger(__name__)
 
 
 def declared_schedules() -> list[dict[str, Any]]:
-    interval = max(1, round(settings.POLL_INTERVAL_SECONDS))  # beat counts whole seconds
+    interval = tick_interval_seconds()  # beat counts whole seconds
     return [
         {
             "name": "Poll providers",

@@ -15,7 +15,6 @@ import logging
 import random
 import re
 import socket
-import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,7 +92,7 @@ def endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndp
         fields |= {"failing_since", "disabled_at", "disabled_reason"}
     endpoint.save(update_fields=[*fields, "updated_at"])
     if changes.get("active"):
-        transaction.on_commit(lambda: _enqueue_due(endpoint_id=endpoint.pk))
+        transaction.on_commit(lambda: enqueue_due(endpoint_id=endpoint.pk))
     return endpoint
 
 
@@ -110,7 +109,7 @@ def validate_url(url: str) -> None:
         return
     host = parts.hostname
     try:
-        addresses = {info[4][0] for info in _resolve(host)}
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
     except OSError:
         return  # not resolvable yet: checked again on every delivery
     for address in sorted(addresses):
@@ -118,10 +117,6 @@ def validate_url(url: str) -> None:
             raise ValidationError(
                 _("%(host)s is or resolves to a loopback, private or link-local address.") % {"host": host}
             )
-
-
-def _resolve(host: str) -> list[tuple]:
-    return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
 
 
 # --- from released events to deliveries --------------------------------------------------------------
@@ -429,7 +424,6 @@ def endpoint_send_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
     """A `webhook.test` event to check the receiver and its signature check."""
     now = timezone.now()
     delivery = WebhookDelivery.objects.create(
-        id=uuid.uuid4(),
         endpoint=endpoint,
         seq=released_seq(),
         type=TEST_EVENT,
@@ -471,15 +465,11 @@ def due_lanes(*, limit: int = 1000, endpoint_id: int | None = None) -> list[tupl
         return [(row[0], row[1]) for row in cursor.fetchall()]
 
 
-def _enqueue_due(*, endpoint_id: int | None = None) -> int:
+def enqueue_due(*, endpoint_id: int | None = None) -> int:
+    """Enqueue every lane with a due head (of one endpoint, or all); how many."""
     lanes = due_lanes(endpoint_id=endpoint_id)
     _enqueue_lanes(lanes)
     return len(lanes)
-
-
-def enqueue_due() -> int:
-    """Enqueue every lane with a due head; how many."""
-    return _enqueue_due()
 
 
 def purge_deliveries() -> int:

@@ -6,7 +6,6 @@ on this test session's queue, with a 1 s tick, then stop one of them and watch /
 
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from core.celery import app as celery_app
 from orders.models import Leg
 from orders.schedules import install_schedules
 from orders.tests import factories
+from realtime.tests.conftest import stop
 
 HEALTHCHECK = REPO / "docker" / "healthcheck.py"
 
@@ -201,13 +201,7 @@ class Processes:
             )
 
     def stop(self, name: str) -> None:
-        process = self.running.pop(name)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(self.running.pop(name))
 
     def healthcheck(self, role: str) -> int:
         """docker/healthcheck.py's verdict on `role`'s heartbeat file, with the processes' settings."""

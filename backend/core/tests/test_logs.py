@@ -7,7 +7,6 @@ import logging
 import logging.config
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from core.tests.test_settings import load_settings
 from orders import tasks
 from orders.models import Order
 from orders.tests import factories
+from realtime.tests.conftest import stop
 
 BACKEND = Path(__file__).resolve().parents[2]
 REPO = BACKEND.parent
@@ -244,15 +244,6 @@ def start_celery(arguments: list[str], tmp_path: Path, name: str, **environment:
             stdout=out,
             stderr=err,
         )
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @dataclass

@@ -29,14 +29,6 @@ def fast_passwords(settings) -> None:
 
 
 @pytest.fixture
-def admin_client(client, operator):
-    operator.is_superuser = True
-    operator.save(update_fields=["is_superuser"])
-    client.force_login(operator)
-    return client
-
-
-@pytest.fixture
 def submitted(customer, restaurants) -> Order:
     """An order both its kitchens have accepted."""
     order = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])

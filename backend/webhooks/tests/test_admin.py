@@ -13,14 +13,6 @@ from webhooks.models import WebhookDelivery, WebhookEndpoint
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_client(client, operator):
-    operator.is_superuser = True
-    operator.save(update_fields=["is_superuser"])
-    client.force_login(operator)
-    return client
-
-
 @pytest.fixture(autouse=True)
 def no_queue(monkeypatch) -> None:
     monkeypatch.setattr(services, "_enqueue_lanes", lambda lanes, countdown=None: None)
