@@ -490,6 +490,11 @@ def test_reload_filters_search_and_history(world, page, rest, live_stack):
     )
     assert response.status_code == 200, response.text
     wait_until(page, lambda: db_status(delivered) == "delivered", 30, "the first order delivered")
+    # Geocoding is a change too (it moves updated_at): let it land before the orders are backdated.
+    pending = Order.objects.filter(
+        pk__in=[old_failure, old_delivered], geocode_status=Order.GeocodeStatus.PENDING
+    )
+    wait_until(page, lambda: not in_thread(pending.exists), 30, "the backdated orders geocoded")
     # Two of them ended days ago: the failure still has its open alert, the delivered one has nothing.
     days_ago = timezone.now() - timedelta(days=3)
     in_thread(
