@@ -26,6 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import limits
+from .authentication import TokenAuthentication
 from .fields import JSONCharField
 from .throttles import SignInThrottle, client_ip
 
@@ -132,6 +133,8 @@ class LimitedModelBackend(ModelBackend):
 class LogoutView(knox_views.LogoutView):
     """Revokes the token this request carries."""
 
+    authentication_classes = [TokenAuthentication]  # the project's check (knox's view names knox's)
+
     @extend_schema(request=None, responses={204: None, 401: OpenApiResponse(description="No valid token.")})
     def post(self, request: Request, format: Any = None) -> Response:
         return super().post(request, format)
@@ -139,6 +142,8 @@ class LogoutView(knox_views.LogoutView):
 
 class LogoutAllView(knox_views.LogoutAllView):
     """Revokes every token of this request's user (every device)."""
+
+    authentication_classes = [TokenAuthentication]
 
     @extend_schema(request=None, responses={204: None, 401: OpenApiResponse(description="No valid token.")})
     def post(self, request: Request, format: Any = None) -> Response:

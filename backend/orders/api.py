@@ -168,9 +168,9 @@ class OrderListCreateView(generics.ListAPIView):
             delivery_address=data["delivery_address"],
             eta=data.get("eta"),
             phone=data["phone"],
+            loaded=True,  # answered with what was just written (items, legs, no alerts yet): no re-read
         )
         logs.bind(order_id=order.pk)  # the rest of the request's log lines name the new order
-        order = selectors.order_list(user=request.user).get(pk=order.pk)
         return Response(order_serializer_for(request.user)(order).data, status=status.HTTP_201_CREATED)
 
 

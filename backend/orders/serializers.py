@@ -8,6 +8,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerial
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from core.fields import JSONCharField, JSONIntegerField
 
@@ -17,6 +18,7 @@ from .models import MAX_QUANTITY, Alert, Courier, Dish, Leg, Order, OrderEvent, 
 from .status import OrderStatus
 
 MAX_ITEMS = 100
+MAX_ID = 2**63 - 1  # a bigint primary key: a larger number names no row (and PostgreSQL would refuse it)
 # [lat, lng] or null: the shape of every point in the API
 POINT_SCHEMA = {
     "type": "array",
@@ -72,21 +74,24 @@ class BoundedListSchema(OpenApiSerializerFieldExtension):
         return schema
 
 
-class IntegerPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
-    """A primary key that must be a JSON integer: `1.5`, `true` or `"1"` are 400s, not dish 1."""
+class DishIdField(serializers.IntegerField):
+    """A dish id: a JSON integer (`1.5`, `true` or `"1"` are 400s, not dish 1). Whether the dish can be
+    ordered is checked for the whole order at once (`OrderCreateSerializer.validate_items`), in one query
+    rather than one per item."""
 
-    default_error_messages = {"incorrect_type": "Expected an integer id, received {data_type}."}
+    default_error_messages = {
+        "incorrect_type": "Expected an integer id, received {data_type}.",
+        "does_not_exist": 'Invalid pk "{pk_value}" - object does not exist.',
+    }
 
-    def to_internal_value(self, data: Any) -> Any:
+    def to_internal_value(self, data: Any) -> int:
         if not isinstance(data, int) or isinstance(data, bool):
             self.fail("incorrect_type", data_type=type(data).__name__)
-        return super().to_internal_value(data)
+        return data
 
 
 class OrderItemInputSerializer(serializers.Serializer):
-    dish = IntegerPrimaryKeyRelatedField(
-        queryset=Dish.objects.filter(is_active=True, restaurant__is_active=True).select_related("restaurant")
-    )
+    dish = DishIdField()
     quantity = JSONIntegerField(min_value=1, max_value=MAX_QUANTITY)
 
     class Meta:
@@ -112,10 +117,24 @@ class OrderCreateSerializer(serializers.Serializer):
     )
 
     def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        dish_ids = [item["dish"].pk for item in items]
+        """The dishes of every item, read in one query: each must be on an active restaurant's menu."""
+        dish_ids = [item["dish"] for item in items]
+        orderable = Dish.objects.filter(is_active=True, restaurant__is_active=True).select_related(
+            "restaurant"
+        )
+        dishes = orderable.in_bulk([pk for pk in dish_ids if 0 < pk <= MAX_ID])
+        unknown = self.fields["items"].child.fields["dish"].error_messages["does_not_exist"]
+        missing = [
+            {}
+            if pk in dishes
+            else {"dish": [ErrorDetail(unknown.format(pk_value=pk), code="does_not_exist")]}
+            for pk in dish_ids
+        ]
+        if any(missing):
+            raise serializers.ValidationError(missing)
         if len(dish_ids) != len(set(dish_ids)):
             raise serializers.ValidationError("Each dish may appear once; use its quantity instead.")
-        return items
+        return [{**item, "dish": dishes[item["dish"]]} for item in items]
 
     def validate_eta(self, eta: Any) -> Any:
         if eta is not None and eta <= timezone.now():

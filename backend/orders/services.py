@@ -2,7 +2,7 @@
 
 Lock order, so that concurrent writers (API, operators, pollers, webhooks) queue and never deadlock:
 
-1. the order row (`_lock_order`);
+1. the order row (`_lock_order`); several orders (a poll tick's `legs_apply_statuses`) in ascending id;
 2. then, if the action writes any leg, every leg of that order in ascending id order (`_lock_legs`),
    even to write only one of them;
 3. then anything else the action writes: the courier, new rows.
@@ -23,15 +23,17 @@ Each step is a `leg.cancel` OrderEvent.
 import logging
 import random
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from core import metrics
@@ -39,7 +41,7 @@ from core import metrics
 from . import alerts, geocoding, signals
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, TrackingLink
-from .providers import PROVIDER_CANCELLED, Driver, get_provider
+from .providers import PROVIDER_CANCELLED, Driver, UnknownProviderStatus, get_provider
 from .status import (
     ACTIVE,
     TERMINAL,
@@ -110,10 +112,14 @@ def order_create(
     delivery_address: str,
     eta: datetime | None = None,
     phone: str = "",
+    loaded: bool = False,
 ) -> Order:
     """Create an order with its items and one kitchen leg per restaurant, status `scheduled`.
 
     Its delivery address is looked up on the map after commit (`order_geocode`), never on the way in.
+    `loaded`: the order comes back with its items (dishes, restaurants), legs and open alerts (none) in
+    hand, as selectors.order_list loads them, for a caller that shows it at once without reading it back;
+    its `items.all()` and `legs.all()` then stay as written, whatever changes after.
     """
     items = list(items)
     if not items:
@@ -127,7 +133,7 @@ def order_create(
         eta=eta,
         total=sum(item.dish.price * item.quantity for item in items),
     )
-    OrderItem.objects.bulk_create(
+    order_items = OrderItem.objects.bulk_create(
         OrderItem(order=order, dish=item.dish, quantity=item.quantity, price=item.dish.price)
         for item in items
     )
@@ -135,7 +141,7 @@ def order_create(
     submit_at = order.created_at
     if eta is not None:
         submit_at = max(submit_at, eta - timedelta(minutes=settings.ORDER_LEAD_MINUTES))
-    Leg.objects.bulk_create(
+    legs = Leg.objects.bulk_create(
         Leg(
             order=order,
             kind=Leg.Kind.KITCHEN,
@@ -152,14 +158,30 @@ def order_create(
         to_status=order.status,
         actor=customer,
     )
-    _on_commit_notify(order.pk)
+    # One message for everything that follows (email, geocoding, sending the due legs): see
+    # orders.tasks.order_created.
+    due = submit_at <= order.created_at
+    transaction.on_commit(
+        partial(signals.order_created.send, sender=Order, order_id=order.pk, due=due, locate=geocoding_on)
+    )
     transaction.on_commit(metrics.ORDERS_CREATED.inc)
-    if submit_at <= order.created_at:
-        _on_commit_submit(order.pk)
-    if geocoding_on:
-        transaction.on_commit(partial(signals.order_placed.send, sender=Order, order_id=order.pk))
     logger.info("Order %s created with %d items at %d restaurants", order.pk, len(items), len(restaurants))
+    if loaded:
+        _loaded(order, "items", order_items)
+        _loaded(order, "legs", legs)
+        order.open_alerts = []  # as selectors.open_alerts() names them
     return order
+
+
+def _loaded(instance: Order, name: str, objects: list[Any]) -> None:
+    """Hands `instance.<name>.all()` the rows just written, as prefetch_related hands it those it read
+    (Django's prefetch_one_level does the same), so serialising them reads nothing back. They must be
+    every related row, in the order the relation's default ordering gives (bulk_create keeps it: ids
+    ascend in insertion order)."""
+    queryset = getattr(instance, name).get_queryset()
+    queryset._result_cache = list(objects)
+    queryset._prefetch_done = True
+    instance.__dict__.setdefault("_prefetched_objects_cache", {})[name] = queryset
 
 
 def _on_commit_submit(order_id: int) -> None:
@@ -260,14 +282,17 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
 
     Returns the one event recorded, or None when nothing changed: a repeated status, a status that
     would move the leg backwards, or an order that is already finished. An unknown status raises
-    UnknownProviderStatus before anything is written.
+    UnknownProviderStatus before anything is written. A poll tick applies its changes in bulk
+    (`legs_apply_statuses`), with the same outcome.
     """
-    leg = Leg.objects.only("order_id", "provider").get(pk=leg_id)
-    provider = get_provider(leg.provider)
-    new_leg_status = provider.status_of(provider_status)
-    order = _lock_order(leg.order_id)
+    # the order is found from the leg and locked in one statement
+    order = Order.objects.select_for_update().filter(pk=_order_of_leg(leg_id)).first()
+    if order is None:
+        raise Leg.DoesNotExist(f"Leg #{leg_id} does not exist.")
     legs = _lock_legs(order.pk)
     leg = next(candidate for candidate in legs if candidate.pk == leg_id)
+    provider = get_provider(leg.provider)
+    new_leg_status = provider.status_of(provider_status)
 
     if order.status in TERMINAL:
         # a finished order stays finished: a kitchen cooking on after a cancel changes nothing here
@@ -336,6 +361,249 @@ def _order_delivery(order: Order) -> None:
     logger.info(
         "Order %s is ready at every kitchen: ordering delivery from %s", order.pk, settings.DELIVERY_PROVIDER
     )
+
+
+def _order_of_leg(leg_id: int) -> RawSQL:
+    return RawSQL(f"SELECT order_id FROM {Leg._meta.db_table} WHERE id = %s", [leg_id])
+
+
+# --- a poll tick's status changes, in bulk -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A status a provider reported for one of its legs (a poll answer), for `legs_apply_statuses`."""
+
+    leg_id: int
+    provider_status: object
+
+
+@dataclass(frozen=True)
+class StatusApplied:
+    """What became of one StatusChange: the event recorded (None when nothing changed), or why it was not
+    applied (UnknownProviderStatus: recorded as a failure of the leg; anything else: a bug or bad data)."""
+
+    event: OrderEvent | None = None
+    error: Exception | None = None
+
+
+class _OneByOne(Exception):
+    """A change the bulk path leaves to `leg_apply_status`, having touched nothing."""
+
+
+def _ids(ids: Iterable[int]) -> RawSQL:
+    """Right-hand side for `__in` with many ids sent as ONE array parameter (not one placeholder each)."""
+    return RawSQL("SELECT unnest(%s::bigint[])", [list(ids)])
+
+
+def legs_apply_statuses(*, changes: Sequence[StatusChange], source: str) -> list[StatusApplied]:
+    """`leg_apply_status` for each change in turn, as a poll tick applies them: the same statuses, events,
+    alerts and follow-ups, in a number of SQL statements that does not grow with the number of changes.
+
+    The changes of an order's ordinary life (a leg moves on; its order moves along the pipeline, has its
+    delivery ordered when every kitchen is ready, or is delivered; or a `leg.status` event) are applied
+    for the whole batch in one transaction (`_apply_in_bulk`). The first change of an order that needs
+    more (its provider cancelled its part; an open alert the change settles; an unknown status; a leg
+    that is gone) and every later change of that order go through `leg_apply_status` after that
+    commits, one transaction each, in their order: an order's events keep their seq in the order its
+    changes came. An unknown status is recorded as a failure of its leg, as for a single answer. Should
+    the bulk transaction fail, every change goes one by one: one leg's bad data never stops the others.
+    One StatusApplied per change, in order.
+    """
+    if not changes:
+        return []
+    try:
+        applied, deferred = _apply_in_bulk(changes, source)
+    except Exception:
+        logger.exception("Could not apply %d status changes in bulk: applying them one by one", len(changes))
+        applied, deferred = {}, list(range(len(changes)))
+    for index in deferred:
+        applied[index] = _apply_one(changes[index], source)
+    return [applied[index] for index in range(len(changes))]
+
+
+def _apply_one(change: StatusChange, source: str) -> StatusApplied:
+    try:
+        event = leg_apply_status(leg_id=change.leg_id, provider_status=change.provider_status, source=source)
+    except UnknownProviderStatus as unknown:
+        try:
+            leg_record_failure(leg_id=change.leg_id, error=str(unknown))
+        except Exception as error:
+            return StatusApplied(error=error)
+        return StatusApplied(error=unknown)
+    except Exception as error:  # the caller reports it and goes on with the other legs
+        return StatusApplied(error=error)
+    return StatusApplied(event=event)
+
+
+@dataclass
+class _Bulk:
+    """What `_apply_in_bulk` has decided to write, in the order of the changes."""
+
+    alerts: dict[int, set[str]]  # open alerts a status change may settle, by order
+    events: list[OrderEvent]
+    legs: dict[int, Leg]  # legs whose status changed
+    orders: dict[int, Order]  # orders whose status changed
+    finished: list[int]  # orders delivered: their legs are no longer polled
+    deliveries: list[Leg]  # delivery legs to create
+    due: list[int] = field(default_factory=list)  # orders with a leg to send now (their delivery)
+    notify: list[int] = field(default_factory=list)  # orders whose customer is told their new status
+
+
+# What a change settles (`_follow_alerts`): any progress ends `stuck`; finishing, `late` and
+# `provider_failing` too. An order with such an alert open goes one by one, to clear it.
+SETTLED_BY_PROGRESS = frozenset({Alert.Kind.STUCK})
+SETTLED_BY_FINISHING = SETTLED_BY_PROGRESS | {Alert.Kind.LATE, Alert.Kind.PROVIDER_FAILING}
+
+
+@transaction.atomic
+def _apply_in_bulk(
+    changes: Sequence[StatusChange], source: str
+) -> tuple[dict[int, StatusApplied], list[int]]:
+    """The ordinary changes applied together; the indexes of the others, untouched (`legs_apply_statuses`).
+
+    Locks as every writer does (the module's docstring): the orders in ascending id, then all their legs
+    in ascending id, one statement each. One statement reads the open alerts a change could settle; one
+    updates the legs, one the orders, one stops polling the legs of delivered orders, one creates the
+    delivery legs, and one INSERT appends every event in the order of the changes (a multi-row INSERT
+    takes its seqs row after row, under the lock the relay watches: orders.relay).
+    """
+    applied: dict[int, StatusApplied] = {}
+    deferred: list[int] = []
+    order_ids = RawSQL(
+        f"SELECT order_id FROM {Leg._meta.db_table} WHERE id = ANY(%s::bigint[])",
+        [sorted({change.leg_id for change in changes})],
+    )
+    orders = {
+        order.pk: order for order in Order.objects.select_for_update().filter(pk__in=order_ids).order_by("id")
+    }
+    legs: dict[int, Leg] = {}
+    legs_of: dict[int, list[Leg]] = {order_id: [] for order_id in orders}
+    for leg in Leg.objects.select_for_update().filter(order_id__in=_ids(orders)).order_by("id"):
+        legs[leg.pk] = leg
+        legs_of[leg.order_id].append(leg)
+    bulk = _Bulk(alerts={}, events=[], legs={}, orders={}, finished=[], deliveries=[])
+    open_alerts = Alert.objects.filter(
+        order_id__in=_ids(orders), kind__in=SETTLED_BY_FINISHING, cleared_at__isnull=True
+    )
+    for order_id, kind in open_alerts.values_list("order_id", "kind"):
+        bulk.alerts.setdefault(order_id, set()).add(kind)
+    one_by_one: set[int] = set()  # orders whose changes from here on go through leg_apply_status
+    for index, change in enumerate(changes):
+        leg = legs.get(change.leg_id)
+        if leg is None or leg.order_id in one_by_one:
+            deferred.append(index)
+            continue
+        order = orders[leg.order_id]
+        try:
+            event = _ordinary_change(bulk, order, legs_of[order.pk], leg, change.provider_status, source)
+        except _OneByOne:
+            one_by_one.add(order.pk)
+            deferred.append(index)
+            continue
+        applied[index] = StatusApplied(event=event)
+    if bulk.events:
+        _write(bulk)
+    if bulk.due or bulk.notify:  # one message for the batch's follow-ups: orders.tasks.follow_up
+        transaction.on_commit(
+            partial(signals.orders_changed.send, sender=Order, due=bulk.due, notify=bulk.notify)
+        )
+    return applied, deferred
+
+
+def _ordinary_change(
+    bulk: _Bulk, order: Order, legs: list[Leg], leg: Leg, provider_status: object, source: str
+) -> OrderEvent | None:
+    """`leg_apply_status` on rows locked and read, in memory: the leg, its order and their follow-ups
+    changed and noted in `bulk`; the event to insert, or None when nothing changes. Raises _OneByOne,
+    having changed nothing, for a change that needs more (see `legs_apply_statuses`)."""
+    provider = get_provider(leg.provider)
+    try:
+        new_leg_status = provider.status_of(provider_status)
+    except UnknownProviderStatus:
+        raise _OneByOne from None
+    if order.status in TERMINAL:
+        logger.info("Ignoring %r for leg %s: order %s is %s", provider_status, leg.pk, order.pk, order.status)
+        return None
+    if leg.provider_status == provider_status:
+        return None
+    if leg.provider_status and provider.is_backwards(leg.provider_status, provider_status):
+        logger.warning(
+            "Ignoring backwards status %r for leg %s (now %r)", provider_status, leg.pk, leg.provider_status
+        )
+        return None
+    if new_leg_status == OrderStatus.CANCELLED:
+        raise _OneByOne
+    leg_status, leg.status = leg.status, new_leg_status
+    derived = _derived_status(legs)
+    moves = can_transition(order.status, derived)
+    finishing = moves and derived in TERMINAL
+    settles = bulk.alerts.get(order.pk, set()) & (SETTLED_BY_FINISHING if finishing else SETTLED_BY_PROGRESS)
+    if settles or (finishing and derived != OrderStatus.DELIVERED):
+        leg.status = leg_status
+        raise _OneByOne
+    leg.provider_status = provider_status
+    bulk.legs[leg.pk] = leg
+    if derived == OrderStatus.READY and not any(other.kind == Leg.Kind.DELIVERY for other in legs):
+        delivery = Leg(order=order, kind=Leg.Kind.DELIVERY, provider=settings.DELIVERY_PROVIDER)
+        delivery.next_poll_at = timezone.now()
+        legs.append(delivery)  # `_order_delivery`, in bulk
+        bulk.deliveries.append(delivery)
+        bulk.due.append(order.pk)
+        logger.info(
+            "Order %s is ready at every kitchen: ordering delivery from %s", order.pk, delivery.provider
+        )
+    from_status = order.status
+    if moves:  # `_transition` to a status its legs report
+        order.status = derived
+        bulk.orders[order.pk] = order
+        if derived == OrderStatus.DELIVERED:
+            bulk.finished.append(order.pk)
+        if derived in TERMINAL or derived == OrderStatus.DELIVERING:
+            bulk.notify.append(order.pk)
+        transaction.on_commit(metrics.ORDER_STATUS_CHANGES.labels(status=derived).inc)
+    event = OrderEvent(
+        order=order,
+        type=OrderEvent.Type.STATUS if moves else OrderEvent.Type.LEG,
+        source=source,
+        from_status=from_status,
+        to_status=order.status,
+        leg=leg,
+        provider_status=provider_status,
+    )
+    bulk.events.append(event)
+    return event
+
+
+def _write(bulk: _Bulk) -> None:
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {Leg._meta.db_table} AS leg
+                SET provider_status = new.provider_status, status = new.status, updated_at = %s
+                FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS new(id, provider_status, status)
+                WHERE leg.id = new.id""",
+            [
+                now,
+                list(bulk.legs),
+                [leg.provider_status for leg in bulk.legs.values()],
+                [leg.status for leg in bulk.legs.values()],
+            ],
+        )
+        if bulk.orders:
+            cursor.execute(
+                f"""UPDATE {Order._meta.db_table} AS o SET status = new.status, updated_at = %s
+                    FROM unnest(%s::bigint[], %s::text[]) AS new(id, status) WHERE o.id = new.id""",
+                [now, list(bulk.orders), [order.status for order in bulk.orders.values()]],
+            )
+    if bulk.finished:
+        # as `_transition`: a cancellation still being asked for goes on, whatever the order became
+        Leg.objects.filter(order_id__in=_ids(bulk.finished)).exclude(cancel_status=Cancel.REQUESTED).update(
+            next_poll_at=None
+        )
+    if bulk.deliveries:
+        Leg.objects.bulk_create(bulk.deliveries)
+    OrderEvent.objects.bulk_create(bulk.events)
 
 
 @transaction.atomic

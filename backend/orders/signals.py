@@ -5,10 +5,14 @@ imports them. (Committed events themselves leave through the relay: orders.relay
 
 from django.dispatch import Signal
 
+# order_id, due, locate: a new order is committed (orders.tasks.order_created: the customer's email, and
+# with due its legs sent now, with locate its address looked up)
+order_created = Signal()
+# due, notify (lists of order ids): a batch of status changes is committed (orders.tasks.follow_up: the
+# legs of `due` are sent now, the customers of `notify` told their order's new status)
+orders_changed = Signal()
 # order_id: the order's legs are due now (orders.tasks.submit_order calls its providers at once)
 order_due = Signal()
-# order_id: a new order is committed (orders.tasks.locate_order looks its delivery address up)
-order_placed = Signal()
 # order_id: the customer is told of the order's status (orders.tasks.send_order_email)
 order_notify = Signal()
 # courier_id: the courier's position changed (realtime publishes it to operators)

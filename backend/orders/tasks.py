@@ -50,6 +50,43 @@ def submit_order(order_id: int) -> None:
 
 
 @shared_task(
+    name="orders.order_created",
+    ignore_result=True,
+    soft_time_limit=POLL_SOFT_LIMIT,
+    time_limit=POLL_HARD_LIMIT,
+)
+def order_created(order_id: int, due: bool, locate: bool) -> None:
+    """A new order's follow-ups, from the one message its request sent (each message costs the request a
+    broker round trip): the customer's email and the geocoding as tasks of their own, then, when its legs
+    are due now, sending them (as submit_order) rather than waiting for the next tick."""
+    send_order_email.delay(order_id)
+    if locate:
+        locate_order.delay(order_id)
+    if due:
+        tick.poll_due_legs(order_id=order_id)
+
+
+@shared_task(
+    name="orders.follow_up",
+    ignore_result=True,
+    soft_time_limit=POLL_SOFT_LIMIT,
+    time_limit=POLL_HARD_LIMIT,
+)
+def follow_up(due: list[int], notify: list[int]) -> None:
+    """What a poll batch's changes call for, from the one message the batch sent: each customer's email
+    (an email that fails is handed to send_order_email, which retries it), then the due legs sent at once
+    (their delivery; one tick for all of them) rather than at the next beat tick."""
+    for order_id in notify:
+        try:
+            notifications.send_order_email(order_id=order_id)
+        except (SMTPException, OSError) as error:
+            logger.info("Order %s: the email is retried on its own (%s)", order_id, error)
+            send_order_email.delay(order_id)
+    if due:
+        tick.poll_due_legs()
+
+
+@shared_task(
     name="orders.send_order_email",
     ignore_result=True,
     autoretry_for=(SMTPException, OSError),
@@ -82,14 +119,19 @@ def locate_order(order_id: int, failures: int = 0) -> None:
         locate_order.apply_async((order_id, failures + 1), countdown=delay)
 
 
+def enqueue_created(sender: Any, *, order_id: int, due: bool, locate: bool, **kwargs: Any) -> None:
+    """orders.signals.order_created receiver."""
+    order_created.delay(order_id, due, locate)
+
+
+def enqueue_follow_up(sender: Any, *, due: list[int], notify: list[int], **kwargs: Any) -> None:
+    """orders.signals.orders_changed receiver."""
+    follow_up.delay(due, notify)
+
+
 def enqueue_submit(sender: Any, *, order_id: int, **kwargs: Any) -> None:
     """orders.signals.order_due receiver."""
     submit_order.delay(order_id)
-
-
-def enqueue_locate(sender: Any, *, order_id: int, **kwargs: Any) -> None:
-    """orders.signals.order_placed receiver."""
-    locate_order.delay(order_id)
 
 
 def enqueue_email(sender: Any, *, order_id: int, **kwargs: Any) -> None:

@@ -298,9 +298,9 @@ def test_tasks_enqueued_by_a_request_log_its_request_id_in_the_worker(json_worke
     assert response["X-Request-ID"] == "order-req-1"
     order = Order.objects.get()
 
-    # The order is due at once: its submit task polls the (refusing) provider, and says so.
+    # The order is due at once: its order_created task polls the (refusing) provider, and says so.
     done = json_worker.wait_for_line(
-        lambda line: line.get("task") == "orders.submit_order" and "succeeded" in line["message"]
+        lambda line: line.get("task") == "orders.order_created" and "succeeded" in line["message"]
     )
     assert done["logger"] == "celery.app.trace"
     assert done["request_id"] == "order-req-1"

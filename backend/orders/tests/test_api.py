@@ -1,15 +1,19 @@
 """Every endpoint: its success path, its permissions and its bad inputs, against real PostgreSQL."""
 
+import base64
+import json
 from datetime import datetime, timedelta
 
 import pytest
+import redis
 from django.conf import settings
 from django.utils import timezone
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
+from core.celery import app as celery_app
 from orders import services
-from orders.models import Order, OrderEvent
+from orders.models import Dish, Order, OrderEvent
 from orders.tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -160,6 +164,56 @@ class TestCreateOrder:
         assert sorted(order.legs.values_list("provider", flat=True)) == ["bueno", "melange"]
         assert set(order.legs.values_list("kind", flat=True)) == {"kitchen"}
         assert order.customer == customer
+
+    # What a create may send PostgreSQL: the token (with its user), the dishes (all at once), then the
+    # order, its items, its legs and its event. Transaction control (BEGIN/COMMIT, or the test's
+    # SAVEPOINT/RELEASE) is not work and is left out of the count.
+    CREATE_STATEMENTS = ["knox_authtoken", "orders_dish", "orders_order", "orders_orderitem"]
+    CREATE_STATEMENTS += ["orders_leg", "orders_orderevent"]
+
+    @pytest.mark.parametrize("size", [2, None])  # two dishes; every dish on the menus
+    def test_a_create_sends_six_statements_whatever_its_size(
+        self, client_for, customer, restaurants, size, django_assert_max_num_queries
+    ):
+        dishes = Dish.objects.filter(is_active=True, restaurant__is_active=True)[:size]
+        body = {
+            "items": [{"dish": dish.pk, "quantity": 1} for dish in dishes],
+            "delivery_address": "Sahaidachnoho St, 10, Kyiv",
+        }
+        client = client_for(customer)
+        with django_assert_max_num_queries(len(self.CREATE_STATEMENTS) + 2) as captured:  # + SAVEPOINTs
+            response = client.post("/api/orders/", body, format="json")
+        assert response.status_code == 201, response.content
+        work = [query["sql"] for query in captured.captured_queries if "SAVEPOINT" not in query["sql"]]
+        tables = [next(table for table in self.CREATE_STATEMENTS if f'"{table}"' in sql) for sql in work]
+        assert tables == self.CREATE_STATEMENTS, work
+        assert len(response.json()["items"]) == len(dishes) >= 2
+
+    @pytest.mark.parametrize("who", ["customer", "operator"])
+    def test_the_answer_is_the_order_as_it_reads_back(self, client_for, customer, operator, order_body, who):
+        """The 201's body is built from what was just written, not read back: it must be exactly what
+        reading the order gives, in either shape."""
+        client = client_for(customer if who == "customer" else operator)
+        response = client.post("/api/orders/", order_body, format="json")
+        assert response.status_code == 201, response.content
+        listed = client.get("/api/orders/").json()["results"]
+        assert response.json() == next(order for order in listed if order["id"] == response.json()["id"])
+
+    def test_a_create_sends_one_task_message(
+        self, client_for, customer, order_body, settings, django_capture_on_commit_callbacks
+    ):
+        """The email, the geocoding and the first send all follow from one message to the broker (each
+        message is a round trip the request waits for): orders.tasks.order_created."""
+        settings.GEOCODER_URL = "http://127.0.0.1:9/"
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        queue = celery_app.conf.task_default_queue
+        before = broker.llen(queue)
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client_for(customer).post("/api/orders/", order_body, format="json")
+        assert response.status_code == 201
+        sent = [json.loads(message) for message in broker.lrange(queue, 0, broker.llen(queue) - before - 1)]
+        assert [message["headers"]["task"] for message in sent] == ["orders.order_created"]
+        assert json.loads(base64.b64decode(sent[0]["body"]))[0] == [response.json()["id"], True, True]
 
     def test_future_eta_is_kept(self, client_for, customer, order_body):
         eta = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)

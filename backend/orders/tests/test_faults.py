@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import psycopg2
+import psycopg
 import pytest
 from conftest import REPO, test_database_url  # backend/conftest.py
 from django.conf import settings as django_settings
@@ -443,8 +443,7 @@ class PrivatePostgres:
         return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
 
     def create_database(self, name: str) -> None:
-        connection = psycopg2.connect(self.url("postgres"))
-        connection.autocommit = True
+        connection = psycopg.connect(self.url("postgres"), autocommit=True)
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE DATABASE {name}")
         connection.close()

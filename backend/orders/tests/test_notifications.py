@@ -1,11 +1,14 @@
 """Customer emails (orders.notifications): what each carries, the tracking link that opens the order, and
 that each is sent once."""
 
+import base64
+import json
 import re
 from datetime import timedelta
 from smtplib import SMTPException
 
 import pytest
+import redis
 from django.conf import settings
 from django.core import mail
 from django.core.mail.backends.base import BaseEmailBackend
@@ -15,7 +18,7 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext
 
 from core.celery import app as celery_app
-from orders import alerts, notifications, services
+from orders import alerts, notifications, services, tasks
 from orders.models import Dish, Order, TrackingLink
 from orders.tests import factories
 
@@ -249,3 +252,27 @@ def test_operator_sending_the_courier_emails_the_customer(
     assert opened_order(link_in(email)) == order.pk
     order.refresh_from_db()
     assert order.notified_status == "delivering"
+
+
+def test_a_poll_batch_emails_its_customers_from_one_task(order, customer, restaurants, settings):
+    """orders.tasks.follow_up: the one message of a batch sends each email; one the server refuses is
+    handed to send_order_email (a message to the broker), which retries it on its own."""
+    other = factories.make_order(customer, restaurants["bueno"])
+    for each in (order, other):
+        set_status(each, "delivering")
+    tasks.follow_up(due=[], notify=[order.pk, other.pk])
+    subjects = [email.subject for email in mail.outbox]
+    assert [f"#{order.pk}" in subjects[0], f"#{other.pk}" in subjects[1]] == [True, True], subjects
+    mail.outbox.clear()
+    for each in (order, other):
+        set_status(each, "delivered")
+    settings.EMAIL_BACKEND = f"{__name__}.FailingBackend"
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queue = celery_app.conf.task_default_queue
+    before = broker.llen(queue)
+    tasks.follow_up(due=[], notify=[order.pk, other.pk])
+    assert mail.outbox == []
+    sent = [json.loads(message) for message in broker.lrange(queue, 0, broker.llen(queue) - before - 1)]
+    retried = sorted(json.loads(base64.b64decode(message["body"]))[0][0] for message in sent)
+    assert retried == [order.pk, other.pk]
+    assert {message["headers"]["task"] for message in sent} == {"orders.send_order_email"}
