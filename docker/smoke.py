@@ -223,7 +223,9 @@ class Smoke:
                     for event in frame["events"]:
                         events.append(event)
                         self.high_seq = max(self.high_seq, event["seq"])
-                        statuses[event["order"]["id"]] = event["order"]["status"]
+                        # protocol v2: `to` is the order's status once the event applies
+                        order_id = event["order"]["id"]
+                        statuses[order_id] = event.get("to") or statuses.get(order_id, "")
                 elif frame["type"] == "error":
                     raise SmokeError(f"socket error frame: {frame}")
         return events

@@ -74,9 +74,11 @@ def tracking_revoked(sender: object, *, order_id: int, **kwargs: object) -> None
 
 def publish_released(events: list[OrderEvent]) -> None:
     """Send events the relay released (seq ascending) to every group that may see them, one message per
-    group: each event rendered at most three times: whole for operators, public for the order's followers
-    and with the customer's contact for its courier. Raises when a group could not be reached, so that the
-    relay tries again."""
+    group, in protocol v2 (realtime.payloads.lean_event_payload): each event rendered at most three times,
+    whole for operators, public for the order's followers and with the customer's contact for its
+    courier, each from one payload of its order per batch. v1 sockets (`?v=1`) get their frames rendered
+    by their own web process (realtime.consumers.Stream.render_v1), so v2's fan-out pays nothing for them.
+    Raises when a group could not be reached, so that the relay tries again."""
     if not events:
         return
     orders = {
@@ -84,19 +86,23 @@ def publish_released(events: list[OrderEvent]) -> None:
         for order in selectors.with_payload_details(Order.objects.filter(pk__in={e.order_id for e in events}))
     }
     prefetch_related_objects(events, "alert__acknowledged_by")  # alert events carry their alert
+    built: dict[int, payloads.OrderPayload] = {}  # as the order stands now: the same for its every event
     by_group: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
     for event in events:
         order = orders.get(event.order_id)
         if order is None:
             continue  # deleted since (its events went with it)
-        full = payloads.order_payload(order, seq=event.seq)
-        by_group[OPERATORS].append((event.seq, order.pk, payloads.dumps(payloads.event_payload(event, full))))
+        full = built.get(order.pk)
+        if full is None:
+            full = built[order.pk] = payloads.order_payload(order, seq=0)  # v2 carries no order seq
+        lean = payloads.lean_event_payload(event, full)
+        by_group[OPERATORS].append((event.seq, order.pk, payloads.dumps(lean)))
         if not is_public_event(event):
             continue
-        public = payloads.public_event_payload(event, payloads.public_order_payload(full))
+        public = payloads.lean_public_event_payload(event, payloads.public_order_payload(full))
         by_group[order_group(order.pk)].append((event.seq, order.pk, payloads.dumps(public)))
         if order.courier_id:
-            carried = payloads.public_event_payload(event, payloads.courier_order_payload(full))
+            carried = payloads.lean_public_event_payload(event, payloads.courier_order_payload(full))
             by_group[courier_group(order.courier_id)].append((event.seq, order.pk, payloads.dumps(carried)))
     messages = [(group, {"type": "order.events", "events": items}) for group, items in by_group.items()]
     _publisher().send_all(messages).result(timeout=PUBLISH_TIMEOUT_SECONDS)

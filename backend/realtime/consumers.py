@@ -1,14 +1,19 @@
 """WebSocket consumers: check who is connected, join groups, forward frames. No business rules here.
 
-Protocol (all frames JSON text):
+Protocol v2 (all frames JSON text; realtime.payloads says what each event carries):
   server → {"type": "snapshot", "seq": latest, "orders": [...]}           on connect (or when too far behind)
-  server → {"type": "events", "events": [{"seq", "type", "order", "at", ...}]}   seq ascending, coalesced
+  server → {"type": "events", "events": [{"seq", "type", "at", ..., "order": {"id", changed fields}}]}
+           seq ascending, coalesced; a replay's frames also carry "orders": the orders they touched, whole
+  server → {"type": "order", "order": {...}}                       the answer to a client's "order" frame
   server → {"type": "locations", "couriers": [{"id", "name", "lat", "lng", "at"}]}
   server → {"type": "error", "code": ..., "error": ...}; {"type": "pong"}
-  client → {"type": "resume", "after": seq} | {"type": "ping"} | {"type": "location", "lat", "lng"} (couriers)
-Connecting with `?after=<seq>` resumes instead of taking a snapshot. Sign in with `?ticket=`, an
-`Authorization: Token` header or the session (realtime.auth). Close codes: 4401 not signed in, 4403 not
-allowed, 4429 over the frame rate or the user's socket cap, 4503 reconnect with `?after=`.
+  client → {"type": "resume", "after": seq} | {"type": "ping"} | {"type": "order", "id": order id}
+           | {"type": "location", "lat", "lng"} (couriers)
+Connecting with `?after=<seq>` resumes instead of taking a snapshot. `?v=1` keeps protocol v1 for one
+release: every event carries its whole order, as `realtime.payloads.event_payload` builds it.
+Sign in with `?ticket=`, an `Authorization: Token` header or the session (realtime.auth). Close codes:
+4401 not signed in, 4403 not allowed, 4429 over the frame rate or the user's socket cap, 4503 reconnect
+with `?after=`.
 
 Shapes (orders.disclosure): /ws/operators/ carries orders and events whole; /ws/orders/<id>/,
 /ws/track/<token>/ (a shared tracking link, no sign-in) and /ws/couriers/ the public shape and only the
@@ -27,6 +32,7 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +62,7 @@ CLOSE_RESUME = 4503  # unavailable for a moment: reconnect with ?after=<last seq
 REPLAY_FRAME_EVENTS = 200
 RESUME_COST = 5  # a resume reads the database: it counts as this many frames against the rate
 MAX_SEQ = 2**63 - 1  # OrderEvent.seq is a bigint
+MAX_ID = 2**63 - 1  # Order.id is a bigint
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,12 @@ class Stream:
     share_key: str = ""  # streams with the same key see the same orders and may share a snapshot
     full: bool = False  # orders and events whole (operators); else their public shape and events
     courier: bool = False  # the public shape with the customer's contact (the courier's own orders)
+    version: int = 2  # the protocol: 2, lean events; 1 (`?v=1`), every event with its whole order
     order_seqs: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> str:
+        return "full" if self.full else "courier" if self.courier else "public"
 
     def snapshot(self) -> Snapshot:
         shared = _shared_snapshots.get(self.share_key) if self.share_key else None
@@ -108,8 +120,9 @@ class Stream:
         texts = payloads.snapshot_frames(seq, [payloads.dumps(row) for row in rows])
         return Snapshot(seq, texts, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
-    def events_after(self, after: int, limit: int) -> tuple[int, list[hub.EventItem]] | None:
-        """The mark and every visible event after `after` up to it, rendered; None when over `limit`.
+    def events_after(self, after: int, limit: int) -> tuple[int, list[hub.EventItem], dict[int, str]] | None:
+        """The mark, every visible event after `after` up to it, rendered, and (v2) the orders they touched,
+        whole and as they stand now, as JSON by id; None when over `limit`.
 
         Events above the mark are not replayed: they reach the client live, in seq order, once released.
         """
@@ -120,16 +133,40 @@ class Stream:
         events = list(events.order_by("seq")[: limit + 1])
         if len(events) > limit:
             return None
+        items, orders = self._render_all(events, with_orders=self.version >= 2)
+        return upto, items, orders
+
+    def _render_all(
+        self, events: list[OrderEvent], with_orders: bool
+    ) -> tuple[list[hub.EventItem], dict[int, str]]:
+        """Events rendered in this stream's protocol and shape from their orders as they stand now."""
         prefetch_related_objects(events, "alert__acknowledged_by")  # alert events carry their alert
-        orders = {
-            order.pk: order
-            for order in selectors.with_payload_details(
-                Order.objects.filter(pk__in={e.order_id for e in events})
-            )
+        orders = Order.objects.filter(pk__in={e.order_id for e in events})
+        built = {
+            order.pk: self.shaped(payloads.order_payload(order, seq=order.last_seq or 0))
+            for order in selectors.with_stream_details(orders)
         }
-        return upto, [
-            (event.seq, event.order_id, self._render(event, orders[event.order_id])) for event in events
+        items = [
+            (event.seq, event.order_id, self._render(event, built[event.order_id]))
+            for event in events
+            if event.order_id in built  # deleted since
         ]
+        if not with_orders:
+            return items, {}
+        return items, {order_id: payloads.dumps(order) for order_id, order in built.items()}
+
+    def render_v1(self, items: list[hub.EventItem]) -> list[hub.EventItem]:
+        """A live batch's events (rendered in v2 by the relay) in protocol v1, from the database: each with
+        its whole order as it stands now, which is at or after the event, as v1 promised."""
+        events = list(OrderEvent.objects.filter(seq__in=[item[0] for item in items]).order_by("seq"))
+        return self._render_all(events, with_orders=False)[0]
+
+    def order_text(self, order_id: int) -> str | None:
+        """An `order` frame with that order whole in this stream's shape, or None when it is not visible."""
+        found = selectors.with_stream_details(self.visible().filter(pk=order_id)).first()
+        if found is None:
+            return None
+        return payloads.order_frame(self.shaped(payloads.order_payload(found, seq=found.last_seq or 0)))
 
     def shaped(self, order: payloads.OrderPayload) -> dict[str, Any]:
         """A built order in the shape this stream gets."""
@@ -139,11 +176,16 @@ class Stream:
             return payloads.courier_order_payload(order)
         return payloads.public_order_payload(order)
 
-    def _render(self, event: OrderEvent, order: Order) -> str:
-        full = payloads.order_payload(order, event.seq)
+    def _render(self, event: OrderEvent, order: dict[str, Any]) -> str:
+        """One event in this stream's protocol; `order` is the order in the stream's shape."""
+        if self.version >= 2:
+            if self.full:
+                return payloads.dumps(payloads.lean_event_payload(event, order))
+            return payloads.dumps(payloads.lean_public_event_payload(event, order))
+        order = {**order, "seq": event.seq}  # v1: the order as it stands, numbered by the event
         if self.full:
-            return payloads.dumps(payloads.event_payload(event, full))
-        return payloads.dumps(payloads.public_event_payload(event, self.shaped(full)))
+            return payloads.dumps(payloads.event_payload(event, order))
+        return payloads.dumps(payloads.public_event_payload(event, order))
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -160,6 +202,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     open = False
     anonymous = False  # whether a socket may connect without signing in (a tracking link's)
     metrics_stream = ""  # the `stream` label of its frames and open sockets (core.metrics)
+    v1_sender: asyncio.Task | None = None  # a v1 socket's task rendering and sending its live batches
 
     # --- connection ---------------------------------------------------------------------------------------
 
@@ -173,6 +216,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.stream is None:
             await self._refuse(CLOSE_FORBIDDEN)
             return
+        self.stream.version = self._version_from_query()
         if not admitted:
             self.stream = None
             logger.info("%s is over REALTIME_SOCKETS_PER_USER: socket refused", user)
@@ -188,6 +232,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.filter_upto = 0  # a batch starting above this seq holds nothing the client has
         self.live = False
         self.held: list[hub.EventBatch] = []
+        self.v1_backlog: deque[hub.EventBatch] = deque()  # live batches a v1 socket has yet to render
         self.held_locations: dict[int, dict[str, Any]] = {}
         self.open = True
         await self.accept()
@@ -239,8 +284,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if text_data is not None or bytes_data is not None:
             metrics.FRAMES_SENT.labels(stream=self.metrics_stream).inc()
 
+    def _query(self, name: str) -> list[str]:
+        return parse_qs(self.scope.get("query_string", b"").decode("latin1")).get(name, [])
+
+    def _version_from_query(self) -> int:
+        """`?v=1` keeps protocol v1 (one release); anything else is v2."""
+        return 1 if self._query("v")[:1] == ["1"] else 2
+
     def _after_from_query(self) -> int | None:
-        values = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("after")
+        values = self._query("after")
         if not values:
             return None
         try:
@@ -269,11 +321,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
             logger.info("Client %s is over %d events behind: fresh snapshot", self.user, limit)
             await self._send_snapshot()
             return
-        upto, events = replay
-        fresh = [text for seq, order_id, text in events if self._is_new(seq, order_id)]
+        upto, events, orders = replay
+        fresh = [item for item in events if self._is_new(item[0], item[1])]
         self.high = max(self.high, upto)
         for start in range(0, len(fresh), REPLAY_FRAME_EVENTS):
-            await self._send_events(fresh[start : start + REPLAY_FRAME_EVENTS])
+            chunk = fresh[start : start + REPLAY_FRAME_EVENTS]
+            # v2: the orders the chunk touched, whole, so the client ends right whatever it held of them
+            touched = [orders[order_id] for order_id in dict.fromkeys(item[1] for item in chunk) if orders]
+            await self._send(hub.events_frame([item[2] for item in chunk], touched))
         if not fresh and not quiet:
             await self._send_events([])  # tells the client it is up to date
 
@@ -283,6 +338,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _go_live(self) -> None:
         """Send the batches held while catching up, filtered, then take batches as they come."""
+        await self._v1_drained()
         while self.held:
             batches, self.held = self.held, []
             for batch in batches:
@@ -297,10 +353,36 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def take_events(self, batch: hub.EventBatch) -> None:
         if not self.open:
             return
-        if self.live:
-            await self._send_batch(batch)
-        else:
+        if not self.live:
             self.held.append(batch)
+        elif self.stream.version == 1:
+            # Rendered from the database in the socket's own task: the hub's fan-out never waits for it.
+            self.v1_backlog.append(batch)
+            if self.v1_sender is None or self.v1_sender.done():
+                self.v1_sender = asyncio.create_task(self._send_v1_backlog())
+        else:
+            await self._send_batch(batch)
+
+    async def _send_v1_backlog(self) -> None:
+        while self.v1_backlog and self.open:
+            await self._send_batch(self.v1_backlog.popleft())
+
+    async def _v1_drained(self) -> None:
+        """Wait until the live batches a v1 socket took have gone out (before a replay or held batches,
+        which must follow them)."""
+        if self.v1_sender is not None and not self.v1_sender.done():
+            await asyncio.shield(self.v1_sender)
+
+    async def _as_v1(self, batch: hub.EventBatch) -> hub.EventBatch:
+        """The batch in protocol v1 and this stream's shape, rendered once per process and shape."""
+        task = batch.v1.get(self.stream.shape)
+        if task is None:
+            task = batch.v1[self.stream.shape] = asyncio.create_task(self._render_v1(batch))
+        return await asyncio.shield(task)
+
+    async def _render_v1(self, batch: hub.EventBatch) -> hub.EventBatch:
+        items = await in_thread_pool(self.stream.render_v1)(batch.items)
+        return hub.EventBatch(items, hub.events_frame([item[2] for item in items]))
 
     async def take_locations(self, text: str, couriers: list[dict[str, Any]]) -> None:
         if not self.open:
@@ -320,6 +402,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_RESUME)
 
     async def _send_batch(self, batch: hub.EventBatch) -> None:
+        if self.stream.version == 1:
+            batch = await self._as_v1(batch)
+            if not batch.items:
+                return  # its orders were deleted meanwhile
         if batch.first_seq > max(self.high, self.filter_upto):
             self.high = batch.last_seq
             await self._send(batch.text)  # the common case: no per-event work for this socket
@@ -348,7 +434,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _send_events(self, texts: list[str]) -> None:
         # The events are JSON already (rendered once by the publisher): join, don't re-encode.
-        await self._send('{"type":"events","events":[' + ",".join(texts) + "]}")
+        await self._send(hub.events_frame(texts))
 
     # --- frames from the client ---------------------------------------------------------------------------
 
@@ -412,7 +498,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         return False
 
     def handlers(self) -> dict[str, Callable[[dict[str, Any]], Awaitable[None]]]:
-        return {"resume": self._on_resume, "ping": self._on_ping}
+        return {"resume": self._on_resume, "ping": self._on_ping, "order": self._on_order}
 
     async def _on_resume(self, frame: dict[str, Any]) -> None:
         after = frame.get("after")
@@ -420,6 +506,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._error("bad_frame", '"after" must be a non-negative integer seq.')
             return
         self.live = False  # hold live batches: the replay and they leave in seq order
+        await self._v1_drained()
         try:
             await self._resume(after)
         finally:
@@ -428,8 +515,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _on_ping(self, frame: dict[str, Any]) -> None:
         await self.send(text_data='{"type":"pong"}')
 
-    async def _error(self, code: str, message: str) -> None:
-        await self.send(text_data=payloads.dumps({"type": "error", "code": code, "error": message}))
+    async def _on_order(self, frame: dict[str, Any]) -> None:
+        """One order whole, in this stream's shape: what a v2 client asks for when an event names an order
+        it does not hold. Not visible here and not found answer alike (no probing of other orders)."""
+        order_id = frame.get("id")
+        if not isinstance(order_id, int) or isinstance(order_id, bool) or not 0 < order_id <= MAX_ID:
+            await self._error("bad_frame", '"id" must be a positive integer order id.')
+            return
+        text = await in_thread_pool(self.stream.order_text)(order_id)
+        if text is None:
+            await self._error("not_found", f"No order #{order_id} on this stream.", id=order_id)
+            return
+        await self._send(text)
+
+    async def _error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send(text_data=payloads.dumps({"type": "error", "code": code, "error": message, **extra}))
 
 
 class OperatorsConsumer(LiveConsumer):

@@ -35,6 +35,9 @@ EventItem = tuple[int, int, str]  # (seq, order id, the event as JSON text), as 
 class EventBatch:
     items: list[EventItem]  # seq ascending, each seq once
     text: str  # the whole `events` frame, shared by every socket that takes the batch unfiltered
+    # The batch in protocol v1 per stream shape, rendered once for the process's v1 sockets (if any) by
+    # the first of them to need it (realtime.consumers.LiveConsumer._as_v1).
+    v1: dict[str, "asyncio.Task[EventBatch]"] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def first_seq(self) -> int:
@@ -176,8 +179,16 @@ def _batches(events: list[EventItem]) -> list[EventBatch]:
     for texts in payloads.chunked([item[2] for item in events]):
         items = events[start : start + len(texts)]
         start += len(texts)
-        batches.append(EventBatch(items, '{"type":"events","events":[' + ",".join(texts) + "]}"))
+        batches.append(EventBatch(items, events_frame(texts)))
     return batches
+
+
+def events_frame(texts: list[str], orders: list[str] | None = None) -> str:
+    """An `events` frame of events rendered already (joined, not re-encoded); a replay's v2 frame also
+    carries the orders its events touched, whole."""
+    if orders:
+        return '{"type":"events","events":[' + ",".join(texts) + '],"orders":[' + ",".join(orders) + "]}"
+    return '{"type":"events","events":[' + ",".join(texts) + "]}"
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()

@@ -1,17 +1,25 @@
 """Typed payload builders: what an order, an event and a courier position look like on the wire.
 
-The same shapes serve the snapshot, the live events and the replay, so a client needs one parser.
+The same order shapes serve the snapshot, the `order` answer and the replay, so a client needs one parser.
 Two shapes of each (orders.disclosure): the full one for the `operators` stream, and the public one,
 a subset without provider legs, failure text, alerts and who did what, for order and courier streams.
+
+Events come in two protocol versions. v2 (the default): an event carries what changed, its `order` only
+the order's id and the fields that event type changes (`order_changes`), at their values when the event
+is released, so that a client holding the order merges it and ends exactly where a fresh snapshot
+would; `order.created` carries the new order whole. v1 (`?v=1`, kept for one release): every event
+carries its whole order (`event_payload`, `public_event_payload`).
 """
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypedDict
 
 from orders.alerts import order_promised_at
 from orders.disclosure import public_reason
-from orders.models import Alert, Courier, Order, OrderEvent
+from orders.models import Alert, Courier, Leg, Order, OrderEvent
+from orders.status import OrderStatus
 
 
 class CourierPayload(TypedDict):
@@ -202,6 +210,108 @@ def event_payload(event: OrderEvent, order: OrderPayload) -> dict[str, Any]:
     if event.alert_id is not None:
         payload["alert"] = alert_payload(event.alert)
     return payload
+
+
+# --- protocol v2: lean events ---------------------------------------------------------------------------
+
+# The order fields (besides its status, which the event's `to` carries) that each event type changes,
+# read from the order as it stands when the event is released. A leg-touching type also carries its legs
+# (`_changed_legs`), an alert event its alert. Fields absent from a stream's shape are left out.
+_CHANGED_FIELDS: dict[str, tuple[str, ...]] = {
+    OrderEvent.Type.STATUS: ("updated_at",),
+    OrderEvent.Type.OVERRIDE: ("updated_at", "failure_reason"),
+    OrderEvent.Type.RETRY: ("updated_at", "failure_reason"),
+    OrderEvent.Type.COURIER: ("courier", "updated_at"),
+    OrderEvent.Type.LOCATED: ("destination", "destination_status", "updated_at"),
+}
+# What a provider's status report changes of a leg (orders.services.leg_apply_status).
+LEG_STATUS_KEYS = ("id", "status", "provider_status")
+
+
+def _changed_legs(event: OrderEvent, legs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The legs an event changed: a reported status changes one leg's status (`LEG_STATUS_KEYS`), and
+    reaching `ready` may add the delivery leg (whole); an override or a retry re-arms every leg (all
+    whole); a cancellation step or an alert on a leg carries that leg whole (its attempts and error)."""
+    kind = event.type
+    if kind in (OrderEvent.Type.OVERRIDE, OrderEvent.Type.RETRY):
+        return list(legs)
+    changed = []
+    leg = next((leg for leg in legs if leg["id"] == event.leg_id), None) if event.leg_id else None
+    if leg is not None and kind in (OrderEvent.Type.STATUS, OrderEvent.Type.LEG):
+        changed.append({key: leg[key] for key in LEG_STATUS_KEYS})
+    elif leg is not None and (kind == OrderEvent.Type.LEG_CANCEL or event.alert_id is not None):
+        changed.append(leg)
+    if kind == OrderEvent.Type.STATUS and event.to_status == OrderStatus.READY:
+        changed += [other for other in legs if other["kind"] == Leg.Kind.DELIVERY and other is not leg]
+    return changed
+
+
+def order_changes(event: OrderEvent, order: Mapping[str, Any]) -> dict[str, Any]:
+    """What an event changed of `order` (a built payload in the stream's shape, as it stands when the event
+    is released): its id and the changed fields, or for `order.created` the order whole, its seq the
+    event's. The order's status is the event's `to`. `legs` items merge into the held legs by id (an
+    unknown id comes whole)."""
+    if event.type == OrderEvent.Type.CREATED:
+        return {**order, "seq": event.seq}
+    changes: dict[str, Any] = {"id": order["id"]}
+    fields = _CHANGED_FIELDS.get(event.type, ())
+    if event.type == OrderEvent.Type.STATUS and event.to_status == OrderStatus.FAILED:
+        fields = (*fields, "failure_reason")
+    for key in fields:
+        if key in order:
+            changes[key] = order[key]
+    if "legs" in order:
+        legs = _changed_legs(event, order["legs"])
+        if legs:
+            changes["legs"] = legs
+    return changes
+
+
+def _statuses(payload: dict[str, Any], event: OrderEvent) -> None:
+    """`from` only when the status changed; `to`, the order's status once the event applies, when set."""
+    if event.from_status and event.from_status != event.to_status:
+        payload["from"] = event.from_status
+    if event.to_status:
+        payload["to"] = event.to_status
+
+
+def lean_event_payload(event: OrderEvent, order: Mapping[str, Any]) -> dict[str, Any]:
+    """A v2 event for operators: what changed, with `order_changes` of the whole order (`order` is an
+    OrderPayload). Empty fields are left out. Alert events carry their alert (expects `event.alert`
+    loaded); a client keeps it among the order's open alerts until its `cleared_at` is set."""
+    # seq, type and at come first: load tools read them without parsing the whole frame.
+    payload: dict[str, Any] = {"seq": event.seq, "type": event.type, "at": event.at.isoformat()}
+    payload["source"] = event.source
+    _statuses(payload, event)
+    if event.provider_status:
+        payload["provider_status"] = event.provider_status
+    if event.reason:
+        payload["reason"] = event.reason
+    if event.leg_id is not None:
+        payload["leg"] = event.leg_id
+    if event.type == OrderEvent.Type.LEG_CANCEL:
+        payload["cancel_status"] = event.cancel_status
+    if event.alert_id is not None:
+        payload["alert"] = alert_payload(event.alert)
+    payload["order"] = order_changes(event, order)
+    return payload
+
+
+def lean_public_event_payload(event: OrderEvent, order: Mapping[str, Any]) -> dict[str, Any]:
+    """A v2 event for customers and couriers: `order` is their shape of the order (public, or the
+    courier's), the reason only when it is the customer's own. Callers send only PUBLIC_EVENT_TYPES."""
+    payload: dict[str, Any] = {"seq": event.seq, "type": event.type, "at": event.at.isoformat()}
+    _statuses(payload, event)
+    reason = public_reason(event)
+    if reason:
+        payload["reason"] = reason
+    payload["order"] = order_changes(event, order)
+    return payload
+
+
+def order_frame(order: Mapping[str, Any]) -> str:
+    """The answer to a client's `{"type": "order", "id": ...}`: that order whole, in the stream's shape."""
+    return dumps({"type": "order", "order": order})
 
 
 # The largest frame we send. daphne refuses messages over 1 MiB (autobahn's default); a snapshot or a

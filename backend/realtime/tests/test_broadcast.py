@@ -103,9 +103,21 @@ def parsed(message: dict[str, Any]) -> list[tuple[int, int, dict[str, Any]]]:
     return [(seq, order_id, json.loads(text)) for seq, order_id, text in message["events"]]
 
 
-FULL_EVENT_KEYS = {"seq", "type", "at", "from", "to", "source", "provider_status", "reason", "leg", "order"}
-PUBLIC_EVENT_KEYS = set(payloads.PublicEventPayload.__annotations__)
+FULL_ORDER_KEYS = list(payloads.OrderPayload.__annotations__)
+PUBLIC_EVENT_KEYS = {"seq", "type", "at", "from", "to", "reason", "order"}
 PUBLIC_ORDER_KEYS = list(payloads.PublicOrderPayload.__annotations__)
+# What only operators see, anywhere in a public event.
+INTERNAL_KEYS = {"legs", "alerts", "failure_reason", "provider_status", "source", "leg", "alert"}
+INTERNAL_KEYS |= {"cancel_status"}
+
+
+def keys_within(value: Any) -> set[str]:
+    """Every key of every object inside `value`."""
+    if isinstance(value, dict):
+        return set(value).union(*(keys_within(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(keys_within(item) for item in value))
+    return set()
 
 
 def test_one_message_per_group_each_with_what_that_group_may_see(world):
@@ -126,32 +138,47 @@ def test_one_message_per_group_each_with_what_that_group_may_see(world):
         messages = listener.until(4)
     assert set(messages) == {groups[name] for name in ("operators", "carried", "plain", "courier")}
 
-    # Operators: every event, whole, in seq order.
+    # Operators: every event in seq order (v2: seq, type and at first), what changed of its order.
     operators = parsed(messages[groups["operators"]])
     assert [(seq, order_id) for seq, order_id, _ in operators] == [(e.seq, e.order_id) for e in events]
     for seq, order_id, event in operators:
-        assert FULL_EVENT_KEYS <= set(event) and event["seq"] == seq and event["order"]["id"] == order_id
-        assert {"legs", "alerts", "failure_reason"} <= set(event["order"])
+        assert list(event)[:4] == ["seq", "type", "at", "source"] and event["seq"] == seq
+        assert event["order"]["id"] == order_id
+        if event["type"] == "order.created":
+            assert list(event["order"]) == FULL_ORDER_KEYS and event["order"]["seq"] == seq, "whole"
+        else:
+            assert not {"customer", "restaurants", "total", "seq"} & set(event["order"]), "only what changed"
     [alert] = [event for _, _, event in operators if event["type"] == "alert.raised"]
     assert alert["alert"]["kind"] == "late"
+    [override] = [event for _, _, event in operators if event["type"] == "order.override"]
+    assert override["to"] == "cooking" and override["reason"] == "kitchen phoned: internal note"
+    assert {"updated_at", "failure_reason", "legs"} <= set(override["order"]), "an override re-arms the legs"
 
     # An order's group and its courier's: the public events of that order only, in the public shape.
     for group, order in [("carried", carried), ("plain", plain), ("courier", carried)]:
         public = parsed(messages[groups[group]])
         expected = [(e.seq, e.order_id) for e in events if e.order_id == order.pk and is_public_event(e)]
         assert [(seq, order_id) for seq, order_id, _ in public] == expected, group
+        extra = ["customer"] if group == "courier" else []  # whom the courier hands the order to
         for _, _, event in public:
-            assert set(event) == PUBLIC_EVENT_KEYS
-            # The courier carrying the order gets whom to hand it to as well.
-            extra = ["customer"] if group == "courier" else []
-            assert list(event["order"]) == PUBLIC_ORDER_KEYS + extra, group
+            assert set(event) <= PUBLIC_EVENT_KEYS, group
+            assert not INTERNAL_KEYS & keys_within(event), f"{group}: {event}"
+            if event["type"] == "order.created":
+                assert list(event["order"]) == PUBLIC_ORDER_KEYS + extra, group
+            else:
+                assert set(event["order"]) <= set(PUBLIC_ORDER_KEYS), group
     carried_events = [event for _, _, event in parsed(messages[groups["carried"]])]
     for event, for_courier in zip(carried_events, parsed(messages[groups["courier"]]), strict=True):
-        assert {**event["order"], "customer": for_courier[2]["order"]["customer"]} == for_courier[2]["order"]
+        if event["type"] == "order.created":
+            carried = for_courier[2]["order"]
+            assert {**event["order"], "customer": carried["customer"]} == carried
+        else:
+            assert event == for_courier[2]
 
-    reasons = {event["type"]: event["reason"] for _, _, event in parsed(messages[groups["carried"]])}
-    assert reasons["order.override"] == "", "an operator's note is not public"
-    [cancelled] = [event for _, _, event in parsed(messages[groups["plain"]]) if event["to"] == "cancelled"]
+    reasons = {event["type"]: event.get("reason") for _, _, event in parsed(messages[groups["carried"]])}
+    assert reasons["order.override"] is None, "an operator's note is not public"
+    plain_events = [event for _, _, event in parsed(messages[groups["plain"]])]
+    [cancelled] = [event for event in plain_events if event.get("to") == "cancelled"]
     assert cancelled["reason"] == "ordered twice", "the customer's own words are"
 
 

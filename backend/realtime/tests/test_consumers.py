@@ -13,7 +13,7 @@ from knox.models import AuthToken
 
 from core.asgi import application
 from orders import alerts, services
-from orders.models import Courier, Leg, Order
+from orders.models import Courier, Leg, Order, OrderEvent
 from orders.tests import factories
 from realtime import consumers, payloads, tickets
 
@@ -268,8 +268,12 @@ class TestLiveEvents:
             assert [event["to"] for event in events] == ["submitted", "cooking", "ready"]
             seqs = [event["seq"] for event in events]
             assert seqs == sorted(seqs) and len(set(seqs)) == 3
-            # Each event carries its order as it stands when the event is released: at or after the event.
-            assert events[-1]["order"]["status"] == "ready" and events[-1]["type"] == "order.status"
+            # Each event carries what changed of its order as it stands when the event is released: the
+            # kitchen's leg, and on reaching `ready` the delivery leg just ordered, whole.
+            assert events[-1]["type"] == "order.status" and events[-1]["order"]["id"] == world["mine"].pk
+            kitchen, delivery = events[-1]["order"]["legs"]
+            assert kitchen == {"id": world["leg"].pk, "status": "ready", "provider_status": "cooked"}
+            assert delivery["kind"] == "delivery" and "total" not in events[-1]["order"]
             assert await communicator.receive_nothing(timeout=0.3)
             await communicator.disconnect()
 
@@ -450,3 +454,168 @@ class TestCourierLocation:
 
 def test_no_leg_is_left_behind(world):
     assert Leg.objects.count() == 3
+
+
+class TestOrderRequest:
+    """`{"type": "order", "id": ...}`: one order whole in the stream's shape, or `not_found` for any order
+    the stream does not show (someone else's answers as an unknown one does)."""
+
+    async def ask(self, communicator: WebsocketCommunicator, order_id: object) -> dict:
+        await communicator.send_json_to({"type": "order", "id": order_id})
+        return await frame(communicator)
+
+    def test_each_stream_answers_in_its_shape(self, world, operator, customer):
+        async def scenario():
+            operators = await socket("/ws/operators/", operator)
+            follower = await socket(f"/ws/orders/{world['mine'].pk}/", customer)
+            courier = await socket("/ws/couriers/", world["courier1"].user)
+            for communicator in (operators, follower, courier):
+                await communicator.connect()
+                await frame(communicator)
+            whole = await self.ask(operators, world["delivered"].pk)  # not on any board: ended long ago?
+            assert whole["type"] == "order" and list(whole["order"]) == list(
+                payloads.OrderPayload.__annotations__
+            )
+            public = (await self.ask(follower, world["mine"].pk))["order"]
+            assert list(public) == list(payloads.PublicOrderPayload.__annotations__)
+            carried = (await self.ask(courier, world["mine"].pk))["order"]
+            assert list(carried) == list(payloads.CourierOrderPayload.__annotations__)
+            assert carried["seq"] == public["seq"] > 0, "the order's last seq, as in a snapshot"
+            for communicator in (operators, follower, courier):
+                await communicator.disconnect()
+
+        run(scenario)
+
+    def test_someone_elses_and_unknown_orders_are_not_found(self, world, customer):
+        async def scenario():
+            follower = await socket(f"/ws/orders/{world['mine'].pk}/", customer)
+            courier = await socket("/ws/couriers/", world["courier1"].user)
+            for communicator in (follower, courier):
+                await communicator.connect()
+                await frame(communicator)
+            for communicator, order_id in [
+                (follower, world["delivered"].pk),  # the same customer's other order: not this stream's
+                (follower, world["theirs"].pk),
+                (courier, world["theirs"].pk),  # another courier's
+                (courier, 10**12),  # none
+            ]:
+                answer = await self.ask(communicator, order_id)
+                assert (answer["type"], answer["code"], answer["id"]) == ("error", "not_found", order_id)
+            for communicator in (follower, courier):
+                await communicator.disconnect()
+
+        run(scenario)
+
+    @pytest.mark.parametrize("order_id", ["1", -1, 0, True, None, 1.5, 2**63])
+    def test_a_bad_id_is_a_bad_frame(self, world, operator, order_id):
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator)
+            await communicator.connect()
+            await frame(communicator)
+            assert (await self.ask(communicator, order_id))["code"] == "bad_frame"
+            await communicator.disconnect()
+
+        run(scenario)
+
+    def test_requests_count_against_the_frame_rate(self, world, operator, settings):
+        settings.REALTIME_FRAMES_PER_SECOND = 0.1
+        settings.REALTIME_FRAME_BURST = 3
+
+        async def scenario():
+            communicator = await socket("/ws/operators/", operator)
+            await communicator.connect()
+            await frame(communicator)
+            for _ in range(4):
+                await communicator.send_json_to({"type": "order", "id": world["mine"].pk})
+            answers = [await frame(communicator) for _ in range(4)]
+            assert [answer["type"] for answer in answers] == ["order", "order", "order", "error"]
+            assert answers[-1]["code"] == "rate_limited"
+            await communicator.disconnect()
+
+        run(scenario)
+
+
+class TestProtocolV1:
+    """`?v=1` keeps today's frames for one release: every event with its whole order, numbered by it."""
+
+    def test_v1_operators_get_every_event_with_its_whole_order(self, world, operator):
+        async def scenario():
+            v1 = await socket("/ws/operators/?v=1", operator)
+            v2 = await socket("/ws/operators/", operator)
+            for communicator in (v1, v2):
+                await communicator.connect()
+                await frame(communicator)
+            changes = [await advance(world["leg"].pk, status) for status in ["not started", "cooking"]]
+            old, lean = [], []
+            while len(old) < 2:
+                old += (await frame(v1))["events"]
+            while len(lean) < 2:
+                lean += (await frame(v2))["events"]
+            assert (
+                [event["seq"] for event in old]
+                == [event["seq"] for event in lean]
+                == [c.seq for c in changes]
+            )
+            for event in old:
+                assert list(event) == [
+                    "seq",
+                    "type",
+                    "at",
+                    "from",
+                    "to",
+                    "source",
+                    "provider_status",
+                    "reason",
+                ] + [
+                    "leg",
+                    "order",
+                ]
+                assert list(event["order"]) == list(payloads.OrderPayload.__annotations__)
+                assert event["order"]["seq"] == event["seq"]
+            assert old[-1]["order"]["status"] == "cooking"
+            assert all("total" not in event["order"] for event in lean)
+            for communicator in (v1, v2):
+                await communicator.disconnect()
+
+        run(scenario)
+
+    def test_v1_followers_get_public_events_with_the_public_order(self, world, customer, relay):
+        async def scenario():
+            await advance(world["leg"].pk, "not started")
+            await released(relay)
+            communicator = await socket(f"/ws/orders/{world['mine'].pk}/?v=1&after=0", customer)
+            await communicator.connect()
+            replayed = await frame(communicator)
+            assert "orders" not in replayed, "v1 replays carry each event's order instead"
+            for event in replayed["events"]:
+                assert list(event) == list(payloads.PublicEventPayload.__annotations__)
+                assert list(event["order"]) == list(payloads.PublicOrderPayload.__annotations__)
+            await advance(world["leg"].pk, "cooking")
+            [live] = (await frame(communicator))["events"]
+            assert live["to"] == "cooking" and live["order"]["status"] == "cooking" and live["reason"] == ""
+            await communicator.disconnect()
+
+        run(scenario)
+
+
+def test_a_v2_replay_carries_the_orders_it_touched_whole(world, operator, relay):
+    async def scenario():
+        after = await database_sync_to_async(lambda: OrderEvent.objects.latest("seq").seq)()
+        await advance(world["leg"].pk, "not started")
+        await advance(world["their_leg"].pk, "accepted")
+        await released(relay)
+        communicator = await socket(f"/ws/operators/?after={after}", operator)
+        await communicator.connect()
+        replayed = await frame(communicator)
+        touched = {event["order"]["id"] for event in replayed["events"]}
+        assert (
+            {order["id"] for order in replayed["orders"]} == touched == {world["mine"].pk, world["theirs"].pk}
+        )
+        for order in replayed["orders"]:
+            assert list(order) == list(payloads.OrderPayload.__annotations__)
+            assert order["seq"] == max(
+                e["seq"] for e in replayed["events"] if e["order"]["id"] == order["id"]
+            )
+        await communicator.disconnect()
+
+    run(scenario)

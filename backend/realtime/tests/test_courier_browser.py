@@ -124,6 +124,20 @@ def test_courier_sees_their_order_and_shares_their_position(world, browser, rest
     context.set_geolocation(HOME)
     page.wait_for_timeout(1500)
     assert position_of(courier.pk) == (50.4433, 30.5201)
+
+    # An order handed over while the page is open: its event names an order the page does not hold, so
+    # the page asks the server for it (protocol v2) and shows it whole, with whom to hand it to.
+    customer = rest(world.customer_token)
+    third = create_order(customer, [dish], "Saksahanskoho St, 120", phone="+380 50 111 22 33")
+    in_thread(
+        lambda: services.order_reassign_courier(
+            order_id=third, courier_id=courier.pk, actor=world.operator, reason="on the way"
+        )
+    )
+    expect(page.get_by_test_id(f"courier-order-{third}")).to_contain_text("Saksahanskoho St, 120")
+    expect(page.get_by_test_id(f"courier-call-{third}")).to_have_attribute("href", "tel:+380501112233")
+    held = page.evaluate(f"window.liveops.orders().get({third})")
+    assert held["customer"]["first_name"] == "Alice" and "legs" not in held, "the courier's shape"
     assert errors == []
     operator_context.close()
     context.close()

@@ -4,6 +4,7 @@ Orders are created over daphne's REST API and moved by the real Celery worker th
 simulators; the browser only ever learns about them through its WebSocket (see conftest.py).
 """
 
+import json
 import re
 import time
 from collections import Counter
@@ -15,8 +16,9 @@ from django.db.models import Max
 from django.utils import timezone
 from playwright.sync_api import expect
 
+from orders import alerts, services
 from orders.alerts import check_time_alerts
-from orders.models import Alert, Order, OrderEvent
+from orders.models import Alert, Leg, Order, OrderEvent
 from orders.tests import factories
 
 from .conftest import VIEWPORT, in_thread
@@ -608,3 +610,78 @@ def test_customer_tracks_an_order_live(world, page, rest, live_stack):
     expect(page.locator('[data-testid="map"] .map-destination')).to_have_count(1)
     expect(page.locator('[data-testid="map"] .map-restaurant')).to_have_count(1)
     page.screenshot(path=str(live_stack.daphne_log.parent / "track.png"))
+
+
+# --- protocol v2: what lean events leave in the browser ---------------------------------------------------
+
+
+def fresh_snapshot(live_stack, token: str) -> dict[str, dict]:
+    """The orders of a snapshot taken now on a new operators' socket, by id (as JSON object keys)."""
+    from websockets.sync.client import connect
+
+    url = live_stack.url.replace("http://", "ws://") + "/ws/operators/"
+    with connect(url, additional_headers={"Authorization": f"Token {token}"}, max_size=None) as socket:
+        frame = json.loads(socket.recv(timeout=10))
+    assert frame["type"] == "snapshot" and frame["parts"] == 1
+    return {str(order["id"]): order for order in frame["orders"]}
+
+
+def test_lean_events_leave_the_board_identical_to_a_fresh_snapshot(world, page, rest, live_stack):
+    """The dashboard holds orders whole and merges each v2 event into its order (frontend/static/liveops/
+    live.js): after orders went through the pipeline, an override, alerts raised and acknowledged, and
+    events for an order it never held (it asks the server for it), every order it holds is exactly what
+    a fresh snapshot says."""
+    dishes = dishes_of(world)
+    customer = rest(world.customer_token)
+    # An order that ended days ago: on no board, until an alert brings it back.
+    forgotten = in_thread(lambda: factories.make_order(world.customer, world.kitchens[2]).pk)
+    in_thread(lambda: services.order_cancel(order_id=forgotten, actor=world.operator, reason="test"))
+    wait_until(
+        page,
+        lambda: not in_thread(Leg.objects.filter(order_id=forgotten, cancel_status="requested").exists),
+        30,
+        "cancelled",
+    )
+    days_ago = timezone.now() - timedelta(days=3)
+    in_thread(lambda: Order.objects.filter(pk=forgotten).update(created_at=days_ago, updated_at=days_ago))
+
+    log_in(page, "olena")
+    expect(page.get_by_test_id("live-indicator")).to_have_attribute("data-state", "connected")
+    assert str(forgotten) not in page.evaluate("Object.fromEntries(window.liveops.orders())")
+
+    moving = [create_order(customer, [dishes["Melange"], dishes["Bueno"]], ADDRESSES[n]) for n in range(2)]
+    for order_id in moving:
+        expect(card(page, order_id)).to_have_attribute("data-status", "delivered", timeout=60_000)
+    # An override (a failure reason, the `failed` alert), and an alert on an order off the board.
+    in_thread(
+        lambda: services.order_override_status(
+            order_id=moving[0], actor=world.operator, to_status="failed", reason="rang the customer"
+        )
+    )
+
+    def raise_on_forgotten(kind: str) -> int:
+        order = Order.objects.get(pk=forgotten)
+        return alerts.raise_alert(order=order, kind=kind, detail="a kitchen kept it", source="system").pk
+
+    # Acknowledging an alert of a finished order clears it; the other one stays open, on the board.
+    seen = in_thread(raise_on_forgotten, Alert.Kind.CANCEL_REFUSED)
+    in_thread(lambda: alerts.alert_acknowledge(alert_id=seen, actor=world.operator, note="seen"))
+    in_thread(raise_on_forgotten, Alert.Kind.FAILED)
+    expect(card(page, forgotten)).to_be_visible()
+
+    def settled():
+        latest = in_thread(lambda: OrderEvent.objects.aggregate(seq=Max("seq"))["seq"])
+        last_of_forgotten = in_thread(
+            lambda: OrderEvent.objects.filter(order_id=forgotten).aggregate(seq=Max("seq"))["seq"]
+        )
+        held_seq = page.evaluate(f"window.liveops.orders().get({forgotten})?.seq")
+        return page.evaluate("window.liveops.lastSeq()") == latest and held_seq == last_of_forgotten
+
+    # The forgotten order's events wait in the browser while it asks for the order, then apply.
+    wait_until(page, settled, 20, "every event reached the browser and applied")
+    held = page.evaluate("Object.fromEntries(window.liveops.orders())")
+    snapshot = fresh_snapshot(live_stack, world.operator_token)
+    assert [alert["kind"] for alert in held[str(forgotten)]["alerts"]] == ["failed"]
+    assert set(held) == set(snapshot)
+    for order_id, order in snapshot.items():
+        assert held[order_id] == order, order_id

@@ -7,7 +7,9 @@ them, filtered, when it goes live. Here the consumer runs as in production down 
 which records the messages instead of writing them to a WebSocket.
 """
 
+import asyncio
 import json
+from collections import deque
 from typing import Any
 
 import pytest
@@ -260,3 +262,55 @@ class TestClosed:
         run(scenario)
         assert socket.closes == [consumers.CLOSE_RESUME]
         assert socket.messages[1:] == [], "nothing after the close"
+
+
+class V1Stream(consumers.Stream):
+    """A stream whose v1 rendering is recorded (the real one reads the database: test_consumers.py)."""
+
+    def render_v1(self, items: list[hub.EventItem]) -> list[hub.EventItem]:
+        self.calls.append([seq for seq, _, _ in items])
+        return [(seq, order, json.dumps({"seq": seq, "v": 1})) for seq, order, _ in items]
+
+
+class TestProtocolV1:
+    def test_v1_sockets_render_a_batch_once_without_holding_up_the_hub(self):
+        v1 = [Socket() for _ in range(3)]
+        v2 = Socket()
+        stream = V1Stream(groups=[], visible=Order.objects.none, version=1)
+        stream.calls = []
+        for socket in v1:
+            socket.consumer.stream = stream
+            socket.consumer.v1_backlog = deque()
+        new = batch((5, 1), (6, 2))
+
+        async def scenario():
+            for socket in [*v1, v2]:  # as the hub hands a batch to its members, one after the other
+                await socket.consumer.take_events(new)
+                assert socket.messages == [] or socket is v2, "a v1 socket renders in a task of its own"
+            assert v2.messages[0]["text"] is new.text, "v2 sockets take the shared text at once"
+            await asyncio.gather(*(socket.consumer.v1_sender for socket in v1))
+            await v1[-1].consumer.take_events(batch((6, 2), (7, 1)))  # overlapping: filtered as in v2
+            await v1[-1].consumer.v1_sender
+
+        run(scenario)
+        assert stream.calls == [[5, 6], [6, 7]], "once per batch for every v1 socket of the process"
+        for socket in v1[:2]:
+            assert socket.frames == [{"type": "events", "events": [{"seq": 5, "v": 1}, {"seq": 6, "v": 1}]}]
+        assert v1[-1].seqs == [5, 6, 7]
+
+    def test_a_v1_resume_waits_for_the_batches_being_rendered(self):
+        socket = Socket()
+        stream = V1Stream(groups=[], visible=Order.objects.none, version=1)
+        stream.calls = []
+        socket.consumer.stream, socket.consumer.v1_backlog = stream, deque()
+
+        async def scenario():
+            await socket.consumer.take_events(batch((1, 1), (2, 1)))
+            socket.consumer.live = False  # a resume begins: what was taken live goes out first
+            await socket.consumer._v1_drained()
+            assert socket.seqs == [1, 2]
+            await socket.consumer.take_events(batch((3, 1)))  # held meanwhile
+            await socket.consumer._go_live()
+
+        run(scenario)
+        assert socket.seqs == [1, 2, 3]

@@ -219,3 +219,119 @@ def test_a_typical_event_frame_does_not_grow(order):
     sizes = (len(event_frame(full)), len(event_frame(public)))
     assert sizes[0] <= FULL_EVENT_FRAME_BYTES + MARGIN_BYTES, f"full event frame: {sizes[0]} bytes"
     assert sizes[1] <= PUBLIC_EVENT_FRAME_BYTES + MARGIN_BYTES, f"public event frame: {sizes[1]} bytes"
+
+
+# --- protocol v2: lean events ----------------------------------------------------------------------------
+
+
+def lean(event: OrderEvent, order: Order) -> dict[str, Any]:
+    return payloads.lean_event_payload(event, payloads.order_payload(loaded(order), seq=0))
+
+
+def submitted(order: Order) -> OrderEvent:
+    """The order's second kitchen accepts it too: the order moves scheduled → submitted."""
+    bueno = order.legs.filter(kind=Leg.Kind.KITCHEN).order_by("id").last()
+    services.leg_apply_status(leg_id=bueno.pk, provider_status="accepted", source="poll")
+    return last_event(order, type=OrderEvent.Type.STATUS)
+
+
+def test_a_v2_status_change_carries_what_changed(order):
+    event = submitted(order)
+    payload = lean(event, order)
+    assert list(payload)[:3] == ["seq", "type", "at"], "load tools read these first (bench/ws_clients.py)"
+    assert (payload["from"], payload["to"], payload["source"]) == ("scheduled", "submitted", "poll")
+    assert payload["leg"] == event.leg_id and payload["provider_status"] == "accepted"
+    assert payload["order"] == {
+        "id": order.pk,
+        "updated_at": Order.objects.get(pk=order.pk).updated_at.isoformat(),
+        "legs": [{"id": event.leg_id, "status": "submitted", "provider_status": "accepted"}],
+    }
+    assert "reason" not in payload and "cancel_status" not in payload, "empty fields are left out"
+
+
+def test_a_v2_order_created_event_carries_the_order_whole(order):
+    event = last_event(order, type=OrderEvent.Type.CREATED)
+    whole = payloads.order_payload(loaded(order), seq=0)
+    payload = payloads.lean_event_payload(event, whole)
+    conforms(payload["order"], payloads.OrderPayload, "order")
+    assert payload["order"] == {**whole, "seq": event.seq} and "from" not in payload
+
+
+def test_a_v2_event_without_a_status_change_has_no_from(order):
+    event = last_event(order, type=OrderEvent.Type.LEG)  # one kitchen of two accepted: the order waits
+    payload = lean(event, order)
+    assert "from" not in payload and payload["to"] == "scheduled"
+    assert list(payload["order"]) == ["id", "legs"], "a leg's progress changes the leg only"
+
+
+def test_v2_alert_events_carry_the_alert_and_courier_events_the_courier(order, operator):
+    alert = alerts.raise_alert(order=order, kind=Alert.Kind.LATE, detail="late by 5 min", source="system")
+    raised = lean(last_event(order, type=OrderEvent.Type.ALERT_RAISED), order)
+    assert raised["alert"]["id"] == alert.pk and raised["order"] == {"id": order.pk}
+    alerts.alert_acknowledge(alert_id=alert.pk, actor=operator, note="rang")
+    acknowledged = lean(last_event(order, type=OrderEvent.Type.ALERT_ACKNOWLEDGED), order)
+    assert acknowledged["alert"]["acknowledged_by"] == "olena" and acknowledged["reason"] == "rang"
+    courier = factories.make_courier("courier2")
+    services.order_reassign_courier(order_id=order.pk, courier_id=courier.pk, actor=operator, reason="closer")
+    moved = lean(last_event(order, type=OrderEvent.Type.COURIER), order)
+    assert (
+        set(moved["order"]) == {"id", "courier", "updated_at"}
+        and moved["order"]["courier"]["id"] == courier.pk
+    )
+
+
+def test_a_v2_public_event_carries_only_public_fields(order):
+    event = submitted(order)
+    whole = payloads.order_payload(loaded(order), seq=0)
+    public = payloads.lean_public_event_payload(event, payloads.public_order_payload(whole))
+    assert set(public) == {"seq", "type", "at", "from", "to", "order"}, "no source, leg or provider status"
+    assert set(public["order"]) == {"id", "updated_at"}, "legs are not public"
+
+
+# The size of a v2 event frame carrying one typical status change, as the hub sends it: counted with the
+# `typical` ids, seqs and times (a kitchen's report: the order moves and names its leg).
+V2_STATUS_EVENT_FRAME_BYTES = {"full": 341, "public": 213}
+
+
+def test_a_v2_status_change_frame_is_small(order):
+    event = submitted(order)
+    whole = payloads.order_payload(loaded(order), seq=0)
+    full = typical(payloads.lean_event_payload(event, whole))
+    public = typical(payloads.lean_public_event_payload(event, payloads.public_order_payload(whole)))
+    sizes = {"full": len(event_frame(full)), "public": len(event_frame(public))}
+    for shape, size in sizes.items():
+        assert size <= V2_STATUS_EVENT_FRAME_BYTES[shape] + MARGIN_BYTES, f"{shape} v2 event frame: {sizes}"
+
+
+# bench/fanout.py's load: its writers move each order along these statuses with order.status events and
+# no leg, as a poll tick's bulk write does; a 60 s run at 300 changes/s numbers seqs in the hundreds of
+# thousands and orders in the tens of thousands. Protocol v2's target: under 200 bytes per event.
+BENCH_STATUSES = ["submitted", "cooking", "ready", "courier_search", "delivering", "delivered"]
+BENCH_SEQ, BENCH_ORDER_ID = 123_456, 12_345
+V2_BENCH_EVENT_BYTES = {"full": 199, "public": 183}
+
+
+def test_a_v2_frame_of_the_benchmarks_status_changes_is_under_200_bytes_per_event(order):
+    events = [
+        OrderEvent.objects.create(
+            order=order, type=OrderEvent.Type.STATUS, from_status=before, to_status=after, source="poll"
+        )
+        for before, after in zip(BENCH_STATUSES, BENCH_STATUSES[1:], strict=False)
+    ] * 6  # a 100 ms flush at 300 changes/s: 30 events
+    whole = payloads.order_payload(loaded(order), seq=0)
+    shapes = {
+        "full": lambda event: payloads.lean_event_payload(event, whole),
+        "public": lambda event: payloads.lean_public_event_payload(
+            event, payloads.public_order_payload(whole)
+        ),
+    }
+    for shape, render in shapes.items():
+        items = []
+        for n, event in enumerate(events):
+            payload = {**typical(render(event)), "seq": BENCH_SEQ + n}
+            payload["order"] = {**payload["order"], "id": BENCH_ORDER_ID}
+            items.append((BENCH_SEQ + n, BENCH_ORDER_ID, payloads.dumps(payload)))
+        [frame] = hub._batches(items)
+        per_event = len(frame.text.encode()) / len(events)
+        assert per_event <= V2_BENCH_EVENT_BYTES[shape] + 2, f"{shape}: {per_event:.1f} bytes per event"
+        assert per_event < 200

@@ -60,7 +60,8 @@ class TestConnect:
             events_text = await communicator.receive_from(timeout=TIMEOUT)
             events = json.loads(events_text)["events"]
             assert [event["order"]["id"] for event in events] == [world["mine"].pk]
-            assert events[0]["to"] == "cooking" and events[0]["reason"] == ""
+            assert events[0]["to"] == "cooking"
+            assert "reason" not in events[0], "an operator's note is not public"
             assert "actor" not in events[0] and "source" not in events[0]
             assert not any(secret in events_text for secret in SECRETS)
             assert await communicator.receive_nothing(timeout=0.3)

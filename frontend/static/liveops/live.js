@@ -1,10 +1,16 @@
 'use strict';
 /**
- * The WebSocket client both pages share (protocol: backend/realtime/consumers.py).
+ * The WebSocket client every page shares (protocol v2: backend/realtime/consumers.py).
  *
- * It keeps `lastSeq`, the highest event seq it has handed on, and reconnects with `?after=lastSeq` so
- * the server replays exactly the gap (or sends a fresh snapshot when the gap is too large). The page
- * decides what a snapshot or an event means; this module only keeps the pipe open and ordered.
+ * It keeps `lastSeq`, the highest event seq it has received, and reconnects with `?after=lastSeq` so
+ * the server replays exactly the gap (or sends a fresh snapshot when the gap is too large).
+ *
+ * Events carry what changed, not the whole order: this module holds the orders of the stream (from the
+ * snapshot, `order.created` events, a replay's orders and the orders it asked for) and merges each event
+ * into its order (`applyEvent`), so the page gets every event with `event.order` the order whole, as
+ * protocol v1 gave it. An event for an order it does not hold waits while the order is asked for
+ * (`{"type": "order", "id": ...}`), then goes on with it. The page decides what a snapshot or an event
+ * means; this module keeps the pipe open, ordered and whole.
  */
 
 export const CLOSE_UNAUTHENTICATED = 4401;
@@ -15,6 +21,36 @@ const SILENCE_LIMIT_MS = 45_000; // no frame at all for this long: the connectio
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 10_000;
 const OFFLINE_AFTER_ATTEMPTS = 5; // still retrying, but tell the operator the board is not live
+const ASKING_AT_ONCE = 4; // order requests in flight: they count against the socket's frame rate
+const ASK_AGAIN_MS = 1_500; // after the server dropped a request over the frame rate
+
+/**
+ * The order once a v2 event is applied to it: the event's changed fields set, its status the event's
+ * `to`, its legs merged by id, its open alerts gaining, updating or (once cleared) losing the event's
+ * alert, its seq the event's. Null when the event names a leg the order does not have (ask for it).
+ */
+export function applyEvent(order, event) {
+  const { id, legs, ...fields } = event.order; // eslint-disable-line no-unused-vars
+  const next = { ...order, ...fields, seq: event.seq };
+  if (event.to) next.status = event.to;
+  if (legs) {
+    const merged = (order.legs || []).map((leg) => ({ ...leg }));
+    for (const change of legs) {
+      const leg = merged.find((item) => item.id === change.id);
+      if (leg) Object.assign(leg, change);
+      else if (change.kind) merged.push({ ...change }); // a new leg comes whole
+      else return null;
+    }
+    next.legs = merged;
+  }
+  if (event.alert && Array.isArray(order.alerts)) {
+    const open = order.alerts.filter((alert) => alert.id !== event.alert.id);
+    const index = order.alerts.findIndex((alert) => alert.id === event.alert.id);
+    if (!event.alert.cleared_at) open.splice(index < 0 ? 0 : index, 0, event.alert); // newest first
+    next.alerts = open;
+  }
+  return next;
+}
 
 export class LiveSocket {
   /**
@@ -28,6 +64,9 @@ export class LiveSocket {
     this.handlers = handlers;
     this.lastSeq = null; // null until the first snapshot: then the first connection asks for one
     this.snapshotOrders = []; // the parts of a snapshot that came in several frames
+    this.orders = new Map(); // order id → the order whole, as the events so far leave it
+    this.waiting = new Map(); // order id → its events received while the order is asked for
+    this.asking = new Set(); // order ids asked for on the current socket, not yet answered
     this.state = null;
     this.socket = null;
     this.failures = 0;
@@ -65,7 +104,12 @@ export class LiveSocket {
     }
     this.socket = socket;
     // An abandoned socket may still fire while it closes: only the current one counts.
-    socket.addEventListener('open', () => socket === this.socket && this.armTimers());
+    socket.addEventListener('open', () => {
+      if (socket !== this.socket) return;
+      this.armTimers();
+      this.asking.clear(); // asked on a socket that is gone: ask again
+      this.askMore();
+    });
     socket.addEventListener('message', (message) => socket === this.socket && this.receive(message.data));
     socket.addEventListener('close', (event) => this.closed(socket, event));
     // 'error' is always followed by 'close', which does the work.
@@ -179,6 +223,9 @@ export class LiveSocket {
         const orders = this.snapshotOrders;
         this.snapshotOrders = [];
         this.lastSeq = Number(frame.seq) || 0;
+        this.orders = new Map(orders.map((order) => [order.id, order]));
+        this.waiting.clear(); // the snapshot holds every order as it now stands
+        this.asking.clear();
         this.handlers.onSnapshot({ ...frame, orders });
         break;
       }
@@ -188,19 +235,97 @@ export class LiveSocket {
         const events = frame.events || [];
         if (events.length) {
           this.lastSeq = Math.max(this.lastSeq || 0, ...events.map((event) => event.seq));
-          this.handlers.onEvents(events);
+          const ready = [];
+          // A replay also carries the orders its events touched, whole and as they now stand.
+          for (const order of frame.orders || []) this.settle(order, ready);
+          for (const event of events) this.take(event, ready);
+          if (ready.length) this.handlers.onEvents(ready);
         }
+        break;
+      }
+      case 'order': {
+        // The answer to an "order" frame: the order whole; the events that waited for it go on.
+        if (!frame.order) break;
+        this.asking.delete(frame.order.id);
+        const ready = [];
+        this.settle(frame.order, ready);
+        if (ready.length) this.handlers.onEvents(ready);
+        this.askMore();
         break;
       }
       case 'locations':
         if (this.handlers.onLocations) this.handlers.onLocations(frame.couriers || []);
         break;
       case 'error':
+        if (frame.code === 'not_found' && this.waiting.has(frame.id)) {
+          // Not on this stream (any more): its events go on without an order.
+          this.asking.delete(frame.id);
+          const events = this.waiting.get(frame.id);
+          this.waiting.delete(frame.id);
+          this.handlers.onEvents(events.map((event) => ({ ...event, order: undefined })));
+          this.askMore();
+          break;
+        }
+        if (frame.code === 'rate_limited' && this.asking.size) {
+          // Some request was dropped: ask again for what is still unanswered, a little later.
+          this.asking.clear();
+          setTimeout(() => this.askMore(), ASK_AGAIN_MS);
+        }
         console.warn('live socket error', frame.code, frame.error); // eslint-disable-line no-console
         if (this.handlers.onError) this.handlers.onError(frame);
         break;
       default:
         break; // pong, and frame types a newer server may add
+    }
+  }
+
+  // --- the orders events apply to ------------------------------------------------------------------------
+
+  /** One event: merged into the order held (or, `order.created`, the order itself), or held back while its
+   * order is asked for. What is ready goes into `ready` with `order` the order whole. */
+  take(event, ready) {
+    const change = event.order;
+    if (!change || change.id === undefined) {
+      ready.push(event);
+      return;
+    }
+    const waiting = this.waiting.get(change.id);
+    if (waiting) {
+      waiting.push(event);
+      return;
+    }
+    const held = this.orders.get(change.id);
+    let order = null;
+    if (held && event.seq <= (held.seq || 0)) order = held; // already part of it
+    else if (held) order = applyEvent(held, event);
+    else if (event.type === 'order.created') order = { ...change };
+    if (!order) {
+      this.waiting.set(change.id, [event]);
+      this.askMore();
+      return;
+    }
+    this.orders.set(order.id, order);
+    ready.push({ ...event, order });
+  }
+
+  /** A whole order arrived (an answer or a replay's): hold it, then pass on the events that waited for it. */
+  settle(order, ready) {
+    const held = this.orders.get(order.id);
+    if (!held || (order.seq || 0) >= (held.seq || 0)) this.orders.set(order.id, order);
+    const waiting = this.waiting.get(order.id);
+    if (!waiting) return;
+    this.waiting.delete(order.id);
+    this.asking.delete(order.id);
+    for (const event of waiting) this.take(event, ready);
+  }
+
+  /** Ask for the orders events wait for, a few at a time (each request counts against the frame rate). */
+  askMore() {
+    for (const orderId of this.waiting.keys()) {
+      if (this.asking.size >= ASKING_AT_ONCE) return;
+      if (this.asking.has(orderId)) continue;
+      if (!this.send({ type: 'order', id: orderId })) return; // asked again once a socket is open
+      this.asking.add(orderId);
     }
   }
 }
