@@ -2,8 +2,9 @@
 and the event relay.
 
 Benchmarks never touch real data: they work in `<name>_bench` next to DATABASE_URL's database (emptied
-and re-seeded each run) and send Celery tasks to Redis database 15, which nothing consumes here. Their
-rate-limit counters and socket leases live under a Redis key prefix of their own (LIMITS_KEY_PREFIX).
+and re-seeded each run) and send Celery tasks to Redis database 15 (BENCH_BROKER_DB), which nothing
+consumes here. Their rate-limit counters and socket leases live under a Redis key prefix of their own
+(LIMITS_KEY_PREFIX).
 
 The abuse limits (.env.default, "Sign-in and abuse limits") stay as deployed, except those a benchmark's
 load trips by design, which it lifts in the web process it starts and only there (SOCKET_CAP_OFF,
@@ -32,7 +33,9 @@ from dotenv import dotenv_values
 
 logger = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parent.parent
-BROKER_DB = 15
+# Redis database of the Celery tasks a benchmark queues for nobody; BENCH_BROKER_DB gives runs that share a
+# Redis server at the same time databases of their own (each run purges its own at the end).
+BROKER_DB = int(os.environ.get("BENCH_BROKER_DB", "15"))
 WEB_START_TIMEOUT_SECONDS = 60
 
 # Limits a benchmark's load trips by design, to pass to start_web(**...) by the benchmarks that need them:
@@ -51,13 +54,12 @@ def bench_database_url(suffix: str = "bench") -> str:
 
 
 def ensure_database(url: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
+    import psycopg
+    from psycopg import sql
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
-    admin = psycopg2.connect(urlunsplit(parts._replace(path="/postgres")))
-    admin.autocommit = True
+    admin = psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True)
     with admin.cursor() as cursor:
         cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
         if cursor.fetchone() is None:
@@ -277,7 +279,7 @@ def machine() -> dict:
         "daphne",
         "celery",
         "redis",
-        "psycopg2-binary",
+        "psycopg",
         "aiohttp",
     ]
     versions = {}
@@ -301,9 +303,9 @@ def machine() -> dict:
 def _server_version(kind: str) -> str | None:
     try:
         if kind == "postgresql":
-            import psycopg2
+            import psycopg
 
-            connection = psycopg2.connect(os.environ["DATABASE_URL"])
+            connection = psycopg.connect(os.environ["DATABASE_URL"])
             with connection.cursor() as cursor:
                 cursor.execute("SHOW server_version")
                 version = cursor.fetchone()[0]

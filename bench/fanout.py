@@ -1,6 +1,13 @@
-"""Fan-out: operator and courier sockets on ONE web process while the pipeline changes statuses.
+"""Fan-out: operator and courier sockets on one web process (or several) while the pipeline changes
+statuses.
 
     PYTHONPATH=backend:. python -m bench.fanout --operators 500 --couriers 100 --rate 300 --duration 60
+    PYTHONPATH=backend:. python -m bench.fanout --web-processes 2 --operators 1000 --couriers 200 \
+        --rate 300 --duration 60 --skip-uncoalesced                    # the scale-out proof
+
+`--web-processes N` starts N web processes on one Redis and one relay, as more web processes behind
+nginx would run; the sockets are dealt to them in turn. The clients are processes of their own, at most
+150 sockets each (each an event loop on one core), so they do not set the pace.
 
 Needs DATABASE_URL and REDIS_URL (`make bench` provides embedded ones). Works in a database of its own
 (`<name>_bench`, emptied first) and a channel-layer prefix of its own, so it never touches real data and
@@ -51,6 +58,8 @@ JSON (`--json PATH`); keys are stable, bench/report.py reads them:
                         one run each (absent when skipped), with:
     ok, failures        passed; why not (list of short reasons)
     mode, flush_ms      "coalesced" / "uncoalesced"; the web process's REALTIME_FLUSH_MS
+    web_processes, client_processes
+                        web processes the sockets were dealt to; client processes holding them
     relay_interval_ms   the relay's REALTIME_RELAY_INTERVAL_MS
     operators, couriers, sockets, connected
                         sockets asked for, and connected with a snapshot
@@ -79,21 +88,31 @@ JSON (`--json PATH`); keys are stable, bench/report.py reads them:
                         subscribes); the rest of p50_ms is the web process's flush, sending and reading
     events_per_s, frames_per_s
                         events and frames received per second of driving, all sockets together
+    avg_event_bytes, avg_frame_bytes, wire_mb_per_s
+                        the events frames' WebSocket payload per event received and per frame, and in
+                        MB per second of driving, all sockets together (framing bytes not counted)
+    per_web             each web process's share: sockets, expected, received, missing, gaps,
+                        duplicates, inversions, errors, p50_ms, p99_ms, max_ms, events_per_s,
+                        frames_per_s, web_cpu_percent
     web_cpu_percent, relay_cpu_percent
-                        the web and relay processes' CPU while driving (100 = one core)
+                        the web processes' CPU (together; web_cpu_percent_each: each) and the relay's
+                        while driving (100 = one core)
     postgres_cpu_percent, redis_cpu_percent
                         every PostgreSQL and Redis process on the machine, while driving
     web_rss_mb, web_peak_rss_mb
-                        the web process's memory when driving began, and its peak
+                        the web processes' memory (together) when driving began, and its peak
     driver_cpu_percent, clients_cpu_percent
                         the writer processes (and this one, which forks them), and the client processes
+    clients_max_process_cpu_percent
+                        the busiest client process (near 100 the clients would set the pace)
     load_average        the machine's 1-minute load average before and after driving
     relay               the relay's counters over the run (orders.relay.RelayStats): released, batches,
                         gaps (missing seqs seen), rolled_back, given_up (writer still running after
                         REALTIME_GAP_WAIT_MS), late (released after a higher seq), held_events (events
                         that waited behind a missing seq), held_ms_p50/p99/max (how long they waited)
     profile, relay_profile
-                        py-spy of the web and relay processes while driving: top functions by own samples
+                        py-spy of the (first) web and the relay process while driving: top functions by
+                        own samples; web_profiles: each web process's, when there are several
   ratio                 one line: coalesced against uncoalesced (absent when either is)
   ratios                the same as numbers: frames_per_s (uncoalesced/coalesced), p99_ms, p50_ms,
                         web_cpu_percent (uncoalesced/coalesced: above 1 means coalescing saves that
@@ -125,7 +144,9 @@ import psutil
 from bench import common, ws_clients
 
 logger = logging.getLogger("bench.fanout")
-SOCKETS_PER_CLIENT_PROCESS = 200
+# Each client process is one event loop on one core: at 150 sockets a process stays well under a core at
+# 300 changes/s, so the clients never set the pace (`clients_max_process_cpu_percent` shows it).
+SOCKETS_PER_CLIENT_PROCESS = 150
 KITCHEN_STEPS = ["not started", "cooking", "cooked"]
 DELIVERY_STEPS = ["not started", "delivery", "delivered"]
 STEPS = len(KITCHEN_STEPS) + len(DELIVERY_STEPS)
@@ -419,17 +440,19 @@ class PublishedProbe:
 class Sampler:
     """CPU and memory of the web, relay, driver, client and engine processes while driving."""
 
-    def __init__(self, web: psutil.Process, relay: psutil.Process, clients: list[psutil.Process]) -> None:
-        self.web, self.relay, self.clients, self.me = web, relay, clients, psutil.Process()
+    def __init__(
+        self, webs: list[psutil.Process], relay: psutil.Process, clients: list[psutil.Process]
+    ) -> None:
+        self.webs, self.relay, self.clients, self.me = webs, relay, clients, psutil.Process()
         self.engines = EngineCpu()
-        self.rss = [web.memory_info().rss]
+        self.rss = [self._web_rss()]
         self.stopped = threading.Event()
         self.elapsed = 0.0
 
     @contextmanager
     def measuring(self) -> Iterator[dict[str, float]]:
         figures: dict[str, float] = {}
-        processes = [self.web, self.relay, self.me, *self.clients]
+        processes = [self.relay, self.me, *self.webs, *self.clients]
         cpu = [_cpu_seconds(process) for process in processes]
         self.engines.sample(first=True)
         load_before = os.getloadavg()[0]
@@ -444,10 +467,16 @@ class Sampler:
             thread.join()
             self.engines.sample()
             used = [_cpu_seconds(process) - before for process, before in zip(processes, cpu, strict=True)]
-            figures["web_cpu_percent"] = _percent(used[0], elapsed)
-            figures["relay_cpu_percent"] = _percent(used[1], elapsed)
-            figures["driver_cpu_percent"] = _percent(used[2], elapsed)
-            figures["clients_cpu_percent"] = _percent(sum(used[3:]), elapsed)
+            webs, clients = used[2 : 2 + len(self.webs)], used[2 + len(self.webs) :]
+            figures["web_cpu_percent"] = _percent(sum(webs), elapsed)  # all web processes together
+            figures["web_cpu_percent_each"] = [_percent(seconds, elapsed) for seconds in webs]
+            figures["relay_cpu_percent"] = _percent(used[0], elapsed)
+            figures["driver_cpu_percent"] = _percent(used[1], elapsed)
+            figures["clients_cpu_percent"] = _percent(sum(clients), elapsed)
+            # the busiest client process: near 100 it would be the clients, not the server, setting the pace
+            figures["clients_max_process_cpu_percent"] = max(
+                (_percent(seconds, elapsed) or 0 for seconds in clients), default=None
+            )
             for engine, seconds in self.engines.used().items():
                 figures[f"{engine}_cpu_percent"] = _percent(seconds, elapsed)
             figures["web_rss_mb"] = round(self.rss[0] / 2**20, 1)
@@ -458,9 +487,13 @@ class Sampler:
         while not self.stopped.wait(0.5):
             self.engines.sample()
             try:
-                self.rss.append(self.web.memory_info().rss)
+                self.rss.append(self._web_rss())
             except psutil.Error:
                 return
+
+    def _web_rss(self) -> int:
+        """The web processes' resident memory together."""
+        return sum(web.memory_info().rss for web in self.webs)
 
 
 class EngineCpu:
@@ -504,12 +537,22 @@ def _percent(seconds: float, elapsed: float) -> int | None:
     return None if math.isnan(seconds) else round(100 * seconds / elapsed)
 
 
-def start_clients(port: int, specs: list[dict[str, str]], work: Path) -> list[subprocess.Popen]:
-    chunks = [
-        specs[i : i + SOCKETS_PER_CLIENT_PROCESS] for i in range(0, len(specs), SOCKETS_PER_CLIENT_PROCESS)
-    ]
+def start_clients(
+    ports: list[int], specs: list[dict[str, str]], work: Path
+) -> tuple[list[subprocess.Popen], list[int]]:
+    """Client processes of at most SOCKETS_PER_CLIENT_PROCESS sockets, each connected to one web process;
+    the sockets are dealt to the web processes in turn, so each gets its share of operators and couriers.
+    Returns the processes and, for each, the index of its web process."""
+    chunks: list[list[dict[str, str]]] = []
+    webs: list[int] = []
+    for web in range(len(ports)):
+        share = specs[web :: len(ports)]
+        for i in range(0, len(share), SOCKETS_PER_CLIENT_PROCESS):
+            chunks.append(share[i : i + SOCKETS_PER_CLIENT_PROCESS])
+            webs.append(web)
     clients = []
     for index, chunk in enumerate(chunks):
+        port = ports[webs[index]]
         (work / f"spec-{index}.json").write_text(json.dumps(chunk))
         files = {name: str(work / f"{name}-{index}") for name in ("ready", "out")}
         clients.append(
@@ -535,7 +578,7 @@ def start_clients(port: int, specs: list[dict[str, str]], work: Path) -> list[su
                 env=common.python_path_env(),
             )
         )
-    return clients
+    return clients, webs
 
 
 def wait_connected(clients: list[subprocess.Popen], work: Path) -> int:
@@ -562,23 +605,35 @@ def one_run(
     kind = BulkDriver if args.driver == "bulk" else Driver
     driver = Writers([kind(fleet, window, f"{mode}-{os.getpid()}-w{n}") for n in range(args.writers)])
     work = Path(tempfile.mkdtemp(prefix=f"bench-fanout-{mode}-"))
-    port = common.free_port()
-    # --operators sockets (500) of one operator user: no per-user socket cap
-    web = common.start_web(port, work / "web.log", REALTIME_FLUSH_MS=str(flush_ms), **common.SOCKET_CAP_OFF)
+    ports = [common.free_port() for _ in range(args.web_processes)]
+    webs: list[subprocess.Popen] = []
     relay: subprocess.Popen | None = None
     relay_stats: dict | None = None
     clients: list[subprocess.Popen] = []
     try:
+        for index, port in enumerate(ports):
+            # --operators sockets (500) of one operator user: no per-user socket cap
+            webs.append(
+                common.start_web(
+                    port,
+                    work / f"web-{index + 1}.log",
+                    REALTIME_FLUSH_MS=str(flush_ms),
+                    **common.SOCKET_CAP_OFF,
+                )
+            )
         relay = common.start_relay(
             work / "relay.log", work / "relay.json", REALTIME_RELAY_INTERVAL_MS=str(relay_ms)
         )
         specs = [{"path": "/ws/operators/", "token": operator_token, "expects": "all"}] * args.operators
         specs += [{"path": "/ws/couriers/", "token": token, "expects": str(cid)} for cid, token in couriers]
-        clients = start_clients(port, specs, work)
+        clients, client_webs = start_clients(ports, specs, work)
         logger.info(
-            "[%s] connecting %d sockets (flush %d ms, relay every %d ms) ...",
+            "[%s] connecting %d sockets over %d web process(es) in %d client processes "
+            "(flush %d ms, relay every %d ms) ...",
             mode,
             len(specs),
+            len(webs),
+            len(clients),
             flush_ms,
             relay_ms,
         )
@@ -594,13 +649,17 @@ def one_run(
             args.duration,
         )
         sampler = Sampler(
-            psutil.Process(web.pid), psutil.Process(relay.pid), [psutil.Process(c.pid) for c in clients]
+            [psutil.Process(web.pid) for web in webs],
+            psutil.Process(relay.pid),
+            [psutil.Process(c.pid) for c in clients],
         )
         profiles: dict[str, str] = {}
         profilers = []
         if args.profile:
             seconds = max(2.0, args.duration * 0.8)
-            for key, pid in (("profile", web.pid), ("relay_profile", relay.pid)):
+            # the first web process's profile is `profile`; with several, `web_profiles` holds each one's
+            targets = [(f"web_profile_{n}", web.pid) for n, web in enumerate(webs, start=1)]
+            for key, pid in [*targets, ("relay_profile", relay.pid)]:
                 profilers.append(
                     threading.Thread(
                         target=lambda key=key, pid=pid: profiles.update(
@@ -641,11 +700,24 @@ def one_run(
             common.stop(client)
         if relay is not None:
             relay_stats = common.stop_relay(relay, work / "relay.json")
-        common.stop(web)
+        for web in webs:
+            common.stop(web)
     outs = [json.loads((work / f"out-{i}").read_text()) for i in range(len(clients))]
     result = summarise(outs, usage, driven, len(driver.produced))
+    result["per_web"] = [
+        per_web([out for out, web in zip(outs, client_webs, strict=True) if web == index], driven)
+        | {"web_cpu_percent": (usage.get("web_cpu_percent_each") or [None] * len(webs))[index]}
+        for index in range(len(webs))
+    ]
+    web_profiles = [profiles.pop(f"web_profile_{n}", None) for n in range(1, len(webs) + 1)]
+    if web_profiles[0]:
+        profiles["profile"] = web_profiles[0]
+    if len(webs) > 1:
+        profiles["web_profiles"] = web_profiles
     result.update(
         mode=mode,
+        web_processes=len(webs),
+        client_processes=len(clients),
         driver=args.driver,
         writers=args.writers,
         flush_ms=flush_ms,
@@ -700,6 +772,9 @@ def summarise(outs: list[dict], usage: dict[str, float], driven: float, changes:
     expected = sum(s["expected"] for s in sockets)
     received = sum(s["received"] for s in sockets)
     errors = [error for out in outs for error in out["errors"]]
+    events = sum(out["events"] for out in outs)
+    event_frames = sum(out.get("event_frames", 0) for out in outs)
+    event_bytes = sum(out.get("event_frame_bytes", 0) for out in outs)
     return {
         "changes": changes,
         "changes_per_s": round(changes / driven, 1),
@@ -725,10 +800,22 @@ def summarise(outs: list[dict], usage: dict[str, float], driven: float, changes:
         "p50_ms": histogram_percentile(histogram, 0.5),
         "p99_ms": histogram_percentile(histogram, 0.99),
         "max_ms": common.ms(max((out["max_latency_s"] for out in outs), default=None)),
-        "events_per_s": round(sum(out["events"] for out in outs) / driven),
+        "events_per_s": round(events / driven),
         "frames_per_s": round(sum(out["frames"] for out in outs) / driven),
+        # the WebSocket payload of the events frames (not the few bytes of framing each adds)
+        "avg_event_bytes": round(event_bytes / events) if events else None,
+        "avg_frame_bytes": round(event_bytes / event_frames) if event_frames else None,
+        "wire_mb_per_s": round(event_bytes / driven / 1e6, 1),
         **usage,
     }
+
+
+def per_web(outs: list[dict], driven: float) -> dict[str, Any]:
+    """One web process's share: what the clients connected to it received, and how fast."""
+    figures = summarise(outs, {}, driven, 0)
+    keys = ("expected", "received", "missing", "gaps", "duplicates", "inversions", "errors")
+    keys += ("p50_ms", "p99_ms", "max_ms", "events_per_s", "frames_per_s")
+    return {"sockets": sum(out["sockets"] for out in outs)} | {key: figures[key] for key in keys}
 
 
 def histogram_percentile(histogram: dict[int, int], fraction: float) -> float | None:
@@ -840,6 +927,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--writers", type=int, default=2, help="processes applying changes, each on its own orders (workers)"
+    )
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        default=1,
+        help="web processes (one Redis, one relay); the sockets are dealt to them in turn",
     )
     parser.add_argument("--flush-ms", type=int, default=100, help="REALTIME_FLUSH_MS of the coalesced run")
     parser.add_argument(

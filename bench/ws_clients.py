@@ -56,6 +56,8 @@ class Reader:
         self.frames_seen = 0
         self.max_frame_bytes = 0  # the largest frame after the snapshot (daphne refuses to send over 1 MiB)
         self.parse_mismatches = 0
+        self.event_frames = 0  # frames of events, and their bytes: what an event costs on the wire
+        self.event_frame_bytes = 0
 
     def parse(self, frame: bytes) -> tuple[list[int], list[float]]:
         parsed = self.cache.get(frame)
@@ -84,6 +86,8 @@ class Reader:
             return
         seqs, ats = self.parse(frame)
         sock.seqs.extend(seqs)
+        self.event_frames += 1
+        self.event_frame_bytes += len(frame)
         histogram, last = self.histogram, HISTOGRAM_MS - 1
         for at in ats:
             latency = now - at
@@ -202,6 +206,8 @@ def summarise(sockets: list[Socket], reader: Reader, expected: dict[str, list[in
         "other_frames": {},
         "parse_mismatches": reader.parse_mismatches,
         "max_frame_bytes": reader.max_frame_bytes,
+        "event_frames": reader.event_frames,
+        "event_frame_bytes": reader.event_frame_bytes,
         "histogram": {str(ms): count for ms, count in enumerate(reader.histogram) if count},
         "max_latency_s": reader.max_latency,
         "per_socket": [],

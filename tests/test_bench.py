@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from bench.report import STEPS
+
 from .conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -28,13 +30,21 @@ def test_quick_bench_writes_a_report_with_every_section(tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-5000:]
     report = json.loads((tmp_path / "benchmarks.json").read_text())
-    assert set(report["results"]) == {"rest_create", "poll_tick", "fanout", "idle", "soak"}
+    assert set(report["results"]) == {step.name for step in STEPS}
     assert all(result["ok"] for result in report["results"].values()), report["results"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["django"].startswith("5.2")
     assert report["results"]["rest_create"]["orders"] > 0
     fanout = report["results"]["fanout"]["coalesced"]
     assert fanout["completeness_min"] == 1.0 and fanout["inversions"] == 0
     assert fanout["relay"]["released"] >= fanout["changes"] > 0
+    assert fanout["avg_event_bytes"] > 0 and fanout["profile"]
+    scale = report["results"]["fanout_scale"]["coalesced"]
+    assert scale["web_processes"] == 2 and scale["completeness_min"] == 1.0
+    assert [web["received"] > 0 and web["missing"] == 0 for web in scale["per_web"]] == [True, True]
+    storm = report["results"]["reconnect"]
+    assert storm["reconnected"] == storm["connected"] > 0 and storm["not_caught_up"] == 0
+    assert (storm["missing"], storm["duplicates"], storm["inversions"]) == (0, 0, 0)
+    assert storm["health"]["probes"] > 0 and storm["health"]["failures"] == 0
     soak = report["results"]["soak"]
     assert soak["resumes"] > 0 and soak["orders_delivered"] == soak["orders_created"] > 0
     assert (soak["missed"], soak["duplicates"], soak["inversions"], soak["deadlocks"]) == (0, 0, 0, 0)
@@ -44,6 +54,8 @@ def test_quick_bench_writes_a_report_with_every_section(tmp_path):
         "## REST order creation",
         "## Poll tick",
         "## Fan-out",
+        "## Fan-out over two web processes (scale-out)",
+        "## Reconnect storm",
         "## Idle capacity",
         "## Soak: real pipeline with resuming sockets",
     ):

@@ -121,7 +121,7 @@ try:
     if WEB_DB_POOL_SIZE and os.environ.get("LIVEOPS_WEB_PROCESS") == "1":
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django: a pool replaces persistent connections
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 1,
+            "min_size": WEB_DB_POOL_SIZE,  # opened at start: no request waits for the pool to grow
             "max_size": WEB_DB_POOL_SIZE,
             "timeout": env.float("WEB_DB_POOL_TIMEOUT_SECONDS", validate=Range(min=0.1, max=300)),
         }
