@@ -30,6 +30,7 @@ import asyncio
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections import deque
@@ -78,6 +79,24 @@ class Snapshot:
 # Each connection then replays the events after the shared snapshot's seq, so none is missed.
 _shared_snapshots: dict[str, Snapshot] = {}
 
+Replay = tuple[int, list[hub.EventItem], dict[int, str]] | None
+
+
+@dataclass
+class _SharedReplay:
+    """One replay, rendered once for every connection of the process that asks for it within
+    REALTIME_SNAPSHOT_SHARE_SECONDS: after a drop, a whole board's sockets resume from the same seq to the
+    same mark, and rendering it per socket (re-reading the same orders) made a 1,000-socket storm take
+    minutes. The first to ask renders under `lock`; the others wait for it and take the same texts."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    rendered_at: float | None = None
+    result: Replay = None
+
+
+_shared_replays: dict[tuple[Any, ...], _SharedReplay] = {}
+_shared_replays_lock = threading.Lock()
+
 
 @dataclass
 class Stream:
@@ -120,13 +139,30 @@ class Stream:
         texts = payloads.snapshot_frames(seq, [payloads.dumps(row) for row in rows])
         return Snapshot(seq, texts, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
-    def events_after(self, after: int, limit: int) -> tuple[int, list[hub.EventItem], dict[int, str]] | None:
+    def events_after(self, after: int, limit: int) -> Replay:
         """The mark, every visible event after `after` up to it, rendered, and (v2) the orders they touched,
         whole and as they stand now, as JSON by id; None when over `limit`.
 
         Events above the mark are not replayed: they reach the client live, in seq order, once released.
         """
         upto = relay.released_seq()
+        if not self.share_key:
+            return self._replay(after, upto, limit)
+        wanted = (self.share_key, self.version, after, upto, limit)
+        window = settings.REALTIME_SNAPSHOT_SHARE_SECONDS
+        with _shared_replays_lock:
+            now = time.monotonic()
+            done = {key: shared.rendered_at for key, shared in _shared_replays.items() if shared.rendered_at}
+            for stale in [key for key, at in done.items() if now - at > window]:
+                del _shared_replays[stale]
+            shared = _shared_replays.setdefault(wanted, _SharedReplay())
+        with shared.lock:
+            if shared.rendered_at is None or time.monotonic() - shared.rendered_at > window:
+                shared.result = self._replay(after, upto, limit)
+                shared.rendered_at = time.monotonic()
+            return shared.result
+
+    def _replay(self, after: int, upto: int, limit: int) -> Replay:
         events = OrderEvent.objects.filter(seq__gt=after, seq__lte=upto, order__in=self.visible())
         if not self.full:
             events = events.filter(type__in=PUBLIC_EVENT_TYPES)

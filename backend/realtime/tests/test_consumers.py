@@ -206,6 +206,36 @@ class TestSnapshot:
 
         run(scenario)
 
+    def test_operators_resuming_together_share_one_rendered_replay(self, world, operator, relay, monkeypatch):
+        """A reconnect storm: sockets resuming from the same seq to the same mark get one replay, rendered
+        once (each rendering re-reads the orders it touched), and each still gets every event."""
+        consumers._shared_replays.clear()
+        rendered = []
+        render = consumers.Stream._replay
+
+        def counting(stream, *args):
+            rendered.append(args)
+            return render(stream, *args)
+
+        monkeypatch.setattr(consumers.Stream, "_replay", counting)
+
+        async def scenario():
+            with override_settings(REALTIME_SNAPSHOT_SHARE_SECONDS=30):
+                change = await advance(world["leg"].pk, "cooking")
+                await released(relay)
+                replays = []
+                for _ in range(3):
+                    communicator = await socket(f"/ws/operators/?after={change.seq - 1}", operator)
+                    await communicator.connect()
+                    replays.append(await frame(communicator))
+                    await communicator.disconnect()
+                for replay in replays:
+                    assert [event["seq"] for event in replay["events"]] == [change.seq]
+                assert replays[0] == replays[1] == replays[2]
+
+        run(scenario)
+        assert len(rendered) == 1, rendered
+
     def test_courier_sees_only_their_orders(self, world):
         async def scenario():
             communicator = await socket("/ws/couriers/", world["courier1"].user)
