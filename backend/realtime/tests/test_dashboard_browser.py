@@ -16,7 +16,7 @@ from django.db.models import Max
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from orders import alerts, services
+from orders import alerts, geocoding, services
 from orders.alerts import check_time_alerts
 from orders.models import Alert, Leg, Order, OrderEvent
 from orders.tests import factories
@@ -154,13 +154,25 @@ def map_markers(page) -> dict[str, list[int]]:
     return page.evaluate("window.liveops.mapMarkers()")
 
 
+class OnePointGeocoder:
+    """A geocoder that finds every address at one point (the tests run without a geocoder process)."""
+
+    def __init__(self, point: tuple[float, float]) -> None:
+        self.point = point
+
+    def lookup(self, address: str) -> geocoding.Place:
+        return geocoding.Place(lat=self.point[0], lng=self.point[1], label=address)
+
+
 def place_on_map(order_id: int, point: tuple[float, float] = (50.4501, 30.5234)) -> None:
-    """Gives an order the map point the geocoder would (tests run without one); later events carry it."""
-    in_thread(
-        lambda: Order.objects.filter(pk=order_id).update(
-            lat=point[0], lng=point[1], geocode_status=Order.GeocodeStatus.FOUND
-        )
-    )
+    """Locates an order as the geocoding task does (services.order_geocode): its `order.located` event
+    brings the point to the board."""
+
+    def locate() -> None:
+        Order.objects.filter(pk=order_id).update(geocode_status=Order.GeocodeStatus.PENDING)
+        services.order_geocode(order_id=order_id, geocoder=OnePointGeocoder(point))
+
+    in_thread(locate)
 
 
 def card(page, order_id: int):
@@ -284,7 +296,7 @@ def test_operator_dashboard_is_live_resumes_and_acts(world, page, rest, live_sta
 
     # 4. Retry: an operator override fails an order (REST), the drawer retries it.
     third = create_order(customer, [dishes["Sushi Nord"]], ADDRESSES[2])
-    place_on_map(third)  # before the override: its event brings the point to the map
+    place_on_map(third)  # its order.located event brings the point to the map
     response = operator.post(
         f"/api/orders/{third}/override/", json={"status": "failed", "reason": "Kitchen closed early"}
     )
