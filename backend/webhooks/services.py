@@ -52,8 +52,9 @@ COUNTDOWN_LIMIT_SECONDS = (
 )
 
 
-# What an endpoint URL may look like (the API's schema publishes it): no credentials, no IPv6 literal
-URL_PATTERN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][^\s]*)?$")
+# What an endpoint URL may look like (the API's schema publishes it): no credentials, no IPv6 literal,
+# printable ASCII after the host (`\s` would differ: Python counts \x1c-\x1f as space, JSON Schema not)
+URL_PATTERN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$")
 
 
 class Conflict(DomainError):
