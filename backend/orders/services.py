@@ -41,7 +41,7 @@ from core import metrics
 from . import alerts, geocoding, signals
 from .errors import ActionNotAllowed, InvalidTransition, PermissionDenied
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, TrackingLink
-from .providers import PROVIDER_CANCELLED, Driver, UnknownProviderStatus, get_provider
+from .providers import PROVIDER_CANCELLED, Driver, Provider, UnknownProviderStatus, get_provider
 from .status import (
     ACTIVE,
     TERMINAL,
@@ -294,16 +294,7 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
     provider = get_provider(leg.provider)
     new_leg_status = provider.status_of(provider_status)
 
-    if order.status in TERMINAL:
-        # a finished order stays finished: a kitchen cooking on after a cancel changes nothing here
-        logger.info("Ignoring %r for leg %s: order %s is %s", provider_status, leg.pk, order.pk, order.status)
-        return None
-    if leg.provider_status == provider_status:
-        return None
-    if leg.provider_status and provider.is_backwards(leg.provider_status, provider_status):
-        logger.warning(
-            "Ignoring backwards status %r for leg %s (now %r)", provider_status, leg.pk, leg.provider_status
-        )
+    if _ignored(order, leg, provider, provider_status):
         return None
 
     leg.provider_status = provider_status
@@ -338,6 +329,22 @@ def leg_apply_status(*, leg_id: int, provider_status: object, source: str) -> Or
     )
     alerts.clear_alerts(order=order, kinds=[Alert.Kind.STUCK], source=source)  # a kitchen moved: progress
     return event
+
+
+def _ignored(order: Order, leg: Leg, provider: Provider, provider_status: object) -> bool:
+    """A status that changes nothing: for a finished order (a kitchen cooking on after a cancel changes
+    nothing here), the leg's status again, or one that would move the leg backwards."""
+    if order.status in TERMINAL:
+        logger.info("Ignoring %r for leg %s: order %s is %s", provider_status, leg.pk, order.pk, order.status)
+        return True
+    if leg.provider_status == provider_status:
+        return True
+    if leg.provider_status and provider.is_backwards(leg.provider_status, provider_status):
+        logger.warning(
+            "Ignoring backwards status %r for leg %s (now %r)", provider_status, leg.pk, leg.provider_status
+        )
+        return True
+    return False
 
 
 def _derived_status(legs: list[Leg]) -> OrderStatus:
@@ -522,15 +529,7 @@ def _ordinary_change(
         new_leg_status = provider.status_of(provider_status)
     except UnknownProviderStatus:
         raise _OneByOne from None
-    if order.status in TERMINAL:
-        logger.info("Ignoring %r for leg %s: order %s is %s", provider_status, leg.pk, order.pk, order.status)
-        return None
-    if leg.provider_status == provider_status:
-        return None
-    if leg.provider_status and provider.is_backwards(leg.provider_status, provider_status):
-        logger.warning(
-            "Ignoring backwards status %r for leg %s (now %r)", provider_status, leg.pk, leg.provider_status
-        )
+    if _ignored(order, leg, provider, provider_status):
         return None
     if new_leg_status == OrderStatus.CANCELLED:
         raise _OneByOne
