@@ -141,8 +141,7 @@ class _Publisher:
         threading.Thread(target=self.loop.run_forever, name="realtime-publisher", daemon=True).start()
 
     def send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> Future:
-        """Publish every group's message at once, in one hand-over to the loop (a batch may touch hundreds
-        of groups).
+        """Publish in order, in one hand-over to the loop (a batch may touch hundreds of groups).
 
         The group's name travels in each message: a web process subscribes once per group and fans the
         message out to its local sockets itself (realtime.hub), so it must know which group it came from.
@@ -150,18 +149,13 @@ class _Publisher:
         return asyncio.run_coroutine_threadsafe(self._send_all(messages), self.loop)
 
     async def _send_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        # Each group gets one message per batch, so the groups' publishes may overlap (one round trip
-        # to Redis for the batch, not one per group); the next batch waits for this one (send_all's
-        # caller waits for its result), so a group's messages stay in seq order.
-        results = await asyncio.gather(
-            *(self.layer.group_send(group, {**message, "group": group}) for group, message in messages),
-            return_exceptions=True,
-        )
         failed = 0
-        for (group, _), result in zip(messages, results, strict=True):
-            if isinstance(result, BaseException):
+        for group, message in messages:
+            try:
+                await self.layer.group_send(group, {**message, "group": group})
+            except Exception:
                 failed += 1
-                logger.error("Could not publish to group %s", group, exc_info=result)
+                logger.exception("Could not publish to group %s", group)
         if failed:
             raise RuntimeError(f"{failed} of {len(messages)} publishes failed")
 
