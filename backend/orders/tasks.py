@@ -74,16 +74,16 @@ def order_created(order_id: int, due: bool, locate: bool) -> None:
 )
 def follow_up(due: list[int], notify: list[int]) -> None:
     """What a poll batch's changes call for, from the one message the batch sent: each customer's email
-    (an email that fails is handed to send_order_email, which retries it), then the due legs sent at once
-    (their delivery; one tick for all of them) rather than at the next beat tick."""
+    (an email that fails is handed to send_order_email, which retries it), then each order's due legs
+    (their delivery) sent now, as submit_order does, rather than at the next beat tick."""
     for order_id in notify:
         try:
             notifications.send_order_email(order_id=order_id)
         except (SMTPException, OSError) as error:
             logger.info("Order %s: the email is retried on its own (%s)", order_id, error)
             send_order_email.delay(order_id)
-    if due:
-        tick.poll_due_legs()
+    for order_id in due:  # as submit_order: that order's due legs, sent now
+        tick.poll_due_legs(order_id=order_id)
 
 
 @shared_task(
