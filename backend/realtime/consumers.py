@@ -84,14 +84,30 @@ Replay = tuple[int, list[hub.EventItem], dict[int, str]] | None
 
 @dataclass
 class _SharedReplay:
-    """One replay, rendered once for every connection of the process that asks for it within
-    REALTIME_SNAPSHOT_SHARE_SECONDS: after a drop, a whole board's sockets resume from the same seq to the
-    same mark, and rendering it per socket (re-reading the same orders) made a 1,000-socket storm take
-    minutes. The first to ask renders under `lock`; the others wait for it and take the same texts."""
+    """One replay, rendered once for the connections of the process that resume from the same seq within
+    REALTIME_SNAPSHOT_SHARE_SECONDS: after a drop, a whole board's sockets resume from the same seq, and
+    rendering it per socket (re-reading the same orders) made a 1,000-socket storm take minutes. The first
+    to ask renders under `lock`, up to the mark it reads; the others wait for it and take the same texts
+    when that mark was read after they joined their groups, else render a newer one (Stream.events_after).
+    Keyed by the mark as well, a new replay was rendered at every release (10 per second), and a storm's
+    sockets spent seconds waiting for the thread pool (bench.reconnect)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
+    upto: int = 0  # its mark
+    marked_at: float = 0.0  # when its mark was read (monotonic): it serves sockets that joined before
     rendered_at: float | None = None
     result: Replay = None
+
+
+def _serves(shared: _SharedReplay, joined_at: float) -> bool:
+    """Whether a shared replay is whole for a socket that joined its groups at `joined_at`: rendered
+    within REALTIME_SNAPSHOT_SHARE_SECONDS, with a mark read after the socket joined or still current."""
+    if (
+        shared.rendered_at is None
+        or time.monotonic() - shared.rendered_at > settings.REALTIME_SNAPSHOT_SHARE_SECONDS
+    ):
+        return False
+    return shared.marked_at >= joined_at or relay.released_seq() == shared.upto
 
 
 _shared_replays: dict[tuple[Any, ...], _SharedReplay] = {}
@@ -139,16 +155,18 @@ class Stream:
         texts = payloads.snapshot_frames(seq, [payloads.dumps(row) for row in rows])
         return Snapshot(seq, texts, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
-    def events_after(self, after: int, limit: int) -> Replay:
+    def events_after(self, after: int, limit: int, joined_at: float) -> Replay:
         """The mark, every visible event after `after` up to it, rendered, and (v2) the orders they touched,
         whole and as they stand now, as JSON by id; None when over `limit`.
 
         Events above the mark are not replayed: they reach the client live, in seq order, once released.
+        For that, the mark must be read after the socket joined its groups (`joined_at`, monotonic): the
+        relay stores the mark before it publishes, so every event above it is published to a member
+        already. A shared replay is taken only when its mark was read after this socket joined.
         """
-        upto = relay.released_seq()
         if not self.share_key:
-            return self._replay(after, upto, limit)
-        wanted = (self.share_key, self.version, after, upto, limit)
+            return self._replay(after, relay.released_seq(), limit)
+        wanted = (self.share_key, self.version, after, limit)
         window = settings.REALTIME_SNAPSHOT_SHARE_SECONDS
         with _shared_replays_lock:
             now = time.monotonic()
@@ -157,9 +175,11 @@ class Stream:
                 del _shared_replays[stale]
             shared = _shared_replays.setdefault(wanted, _SharedReplay())
         with shared.lock:
-            if shared.rendered_at is None or time.monotonic() - shared.rendered_at > window:
+            if not _serves(shared, joined_at):
+                marked_at = time.monotonic()
+                upto = relay.released_seq()
                 shared.result = self._replay(after, upto, limit)
-                shared.rendered_at = time.monotonic()
+                shared.upto, shared.marked_at, shared.rendered_at = upto, marked_at, time.monotonic()
             return shared.result
 
     def _replay(self, after: int, upto: int, limit: int) -> Replay:
@@ -275,6 +295,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         fanout = hub.hub()
         for group in self.stream.groups:
             await fanout.join(group, self)
+        self.joined_at = time.monotonic()  # a replay's mark read after this misses nothing (events_after)
         after = self._after_from_query()
         if after is None:
             await self._send_snapshot()
@@ -351,7 +372,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _resume(self, after: int, quiet: bool = False) -> None:
         """Replay what was released after `after`; batches arriving meanwhile are held (not live)."""
-        replay = await in_thread_pool(self.stream.events_after)(after, settings.REALTIME_RESUME_LIMIT)
+        replay = await in_thread_pool(self.stream.events_after)(
+            after, settings.REALTIME_RESUME_LIMIT, self.joined_at
+        )
         if replay is None:
             limit = settings.REALTIME_RESUME_LIMIT
             logger.info("Client %s is over %d events behind: fresh snapshot", self.user, limit)

@@ -76,30 +76,53 @@ class Hub:
         self.groups: dict[str, Group] = {}
         self.channel: str | None = None
         self.receiver: asyncio.Task | None = None
-        self.lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # around subscribing and unsubscribing
+        self.subscribing: dict[str, asyncio.Future] = {}
 
     async def join(self, name: str, member: Member) -> Group:
         """Subscribe (once per process) and add the member. Returns when the subscription is active, so
-        that nothing published afterwards is missed."""
-        async with self.lock:
-            if self.channel is None:
-                self.channel = await self.layer.new_channel("fanout.")
-                self.receiver = asyncio.create_task(self._receive(self.channel))
+        that nothing published afterwards is missed.
+
+        A group in `groups` is subscribed (it is added once group_add has returned, and removed before
+        group_discard is awaited), so joining it is a set insertion with no await in between; sockets
+        that arrive while the group is being subscribed wait for that one subscription together. Each
+        taking the lock in turn made a thousand sockets resuming after a drop wait a loop iteration each
+        (2.4 s at the median, measured with bench.reconnect).
+        """
+        while True:
             group = self.groups.get(name)
-            if group is None:
-                await self.layer.group_add(name, self.channel)
-                group = self.groups[name] = Group(name)
-            group.members.add(member)
-            return group
+            if group is not None:
+                group.members.add(member)
+                return group
+            subscribing = self.subscribing.get(name)
+            if subscribing is None:
+                subscribing = self.subscribing[name] = asyncio.ensure_future(self._subscribe(name))
+            # Then round again: the group may have been left and unsubscribed before this task resumed.
+            await asyncio.shield(subscribing)
+
+    async def _subscribe(self, name: str) -> None:
+        try:
+            async with self.lock:
+                if self.channel is None:
+                    self.channel = await self.layer.new_channel("fanout.")
+                    self.receiver = asyncio.create_task(self._receive(self.channel))
+                if name not in self.groups:
+                    await self.layer.group_add(name, self.channel)
+                    self.groups[name] = Group(name)
+        finally:
+            # Before the task is done: a joiner never finds a finished subscription here (and loops on it).
+            del self.subscribing[name]
 
     async def leave(self, name: str, member: Member) -> None:
+        group = self.groups.get(name)
+        if group is None:
+            return
+        group.members.discard(member)
+        if group.members:
+            return  # no await: the last member's leave unsubscribes
         async with self.lock:
-            group = self.groups.get(name)
-            if group is None:
-                return
-            group.members.discard(member)
-            if group.members:
-                return
+            if group.members or self.groups.get(name) is not group:
+                return  # joined again meanwhile, or already unsubscribed
             del self.groups[name]
             await self.layer.group_discard(name, self.channel)
             if not self.groups and self.receiver is not None:

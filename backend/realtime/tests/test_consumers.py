@@ -233,8 +233,20 @@ class TestSnapshot:
                     assert [event["seq"] for event in replay["events"]] == [change.seq]
                 assert replays[0] == replays[1] == replays[2]
 
+                # Released after the shared replay's mark and before this socket joined: a replay that
+                # stops at that mark would miss it, so the socket gets one rendered afresh.
+                later = await advance(world["leg"].pk, "cooked")
+                await released(relay)
+                communicator = await socket(f"/ws/operators/?after={change.seq - 1}", operator)
+                await communicator.connect()
+                assert [event["seq"] for event in (await frame(communicator))["events"]] == [
+                    change.seq,
+                    later.seq,
+                ]
+                await communicator.disconnect()
+
         run(scenario)
-        assert len(rendered) == 1, rendered
+        assert len(rendered) == 2, rendered
 
     def test_courier_sees_only_their_orders(self, world):
         async def scenario():
