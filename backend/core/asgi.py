@@ -12,7 +12,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 django_asgi_app = get_asgi_application()
 
 # Imported after Django is set up: these modules use models and settings.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
@@ -46,9 +45,7 @@ application = ProxyHeadersMiddleware(
     ProtocolTypeRouter(
         {
             "http": BodySizeLimitMiddleware(http_app, settings.MAX_REQUEST_BYTES),
-            "websocket": BrowserOriginValidator(
-                AuthMiddlewareStack(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)))
-            ),
+            "websocket": BrowserOriginValidator(WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns))),
         }
     ),
     trusted=settings.TRUSTED_PROXIES,

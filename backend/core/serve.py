@@ -104,6 +104,7 @@ class LimitedServer(Server):
                 "TRUSTED_PROXIES instead (core.proxies)"
             )
         self.max_request_bytes = settings.MAX_REQUEST_BYTES
+        self.endpoints = [with_backlog(endpoint, settings.WEB_LISTEN_BACKLOG) for endpoint in self.endpoints]
 
     @property
     def http_factory(self) -> LimitedHTTPFactory:
@@ -112,6 +113,19 @@ class LimitedServer(Server):
     @http_factory.setter
     def http_factory(self, factory: HTTPFactory) -> None:
         self._http_factory = factory if isinstance(factory, LimitedHTTPFactory) else LimitedHTTPFactory(self)
+
+
+def with_backlog(endpoint: str, backlog: int) -> str:
+    """A Twisted `tcp:`/`unix:` endpoint description listening with that backlog unless it names one.
+
+    daphne's `--bind`/`--port` give `tcp:port=8000:interface=127.0.0.1`, which listens with Twisted's
+    backlog of 50: a thousand sockets reconnecting at once overflowed it (bench.reconnect), the kernel
+    dropped their SYNs, and clients, health checks included, waited 1-3 s to send again.
+    """
+    kind = endpoint.split(":", 1)[0]
+    if kind not in {"tcp", "tcp6", "unix"} or ":backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
 
 
 class LimitedCommandLineInterface(CommandLineInterface):

@@ -101,6 +101,9 @@ try:
     TIME_ZONE = env.str("TIME_ZONE")
     LOG_LEVEL = env.log_level("LOG_LEVEL")
     WEB_PORT = env.int("WEB_PORT", validate=Range(min=1, max=65535))
+    # Connections the web process's listening socket queues before it accepts them (core.serve); the
+    # kernel caps it at net.core.somaxconn
+    WEB_LISTEN_BACKLOG = env.int("WEB_LISTEN_BACKLOG", validate=Range(min=1, max=65535))
     # Largest request body the web process accepts (core.asgi_limits, and core.serve inside daphne)
     MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", validate=Range(min=1024, max=64 * 1024 * 1024))
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (core.proxies); empty: nobody's

@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
-from channels.middleware import BaseMiddleware
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -64,20 +64,27 @@ def header_token(scope: dict[str, Any]) -> str | None:
     return None
 
 
-class WebSocketAuthMiddleware(BaseMiddleware):
+class WebSocketAuthMiddleware:
     """A ticket or a token, when given, decides the user (an invalid one means anonymous, not the session's
-    user); otherwise the session (channels' AuthMiddlewareStack, around this) does."""
+    user); otherwise the session does (channels' AuthMiddlewareStack, only then: it reads the session on
+    the one thread-sensitive thread, a hop per socket that a reconnect storm of token clients queued on)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.by_session = AuthMiddlewareStack(inner)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         query = parse_qs(scope.get("query_string", b"").decode("latin1"))
         if "token" in query:
             logger.info("WebSocket with a token in its URL refused (%s)", scope.get("path"))
-            scope = {**scope, "user": AnonymousUser()}
+            user = AnonymousUser()
         elif "ticket" in query:
-            scope = {**scope, "user": await user_for_ticket(query["ticket"][0])}
+            user = await user_for_ticket(query["ticket"][0])
         elif (token := header_token(scope)) is not None:
-            scope = {**scope, "user": await user_for_token(token)}
-        return await super().__call__(scope, receive, send)
+            user = await user_for_token(token)
+        else:
+            return await self.by_session(scope, receive, send)
+        return await self.inner({**scope, "user": user}, receive, send)
 
 
 class BrowserOriginValidator:

@@ -67,6 +67,11 @@ def claim(user_id: int, socket_id: str) -> bool:
     return bool(taken)
 
 
+def holds(user_id: int, socket_id: str) -> bool:
+    """Whether this socket took a place (none is taken while REALTIME_SOCKETS_PER_USER is 0)."""
+    return socket_id in _local.get(user_id, ())
+
+
 def release(user_id: int, socket_id: str) -> None:
     members = _local.get(user_id)
     if members is None or socket_id not in members:

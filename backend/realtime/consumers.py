@@ -4,6 +4,7 @@ Protocol v2 (all frames JSON text; realtime.payloads says what each event carrie
   server → {"type": "snapshot", "seq": latest, "orders": [...]}           on connect (or when too far behind)
   server → {"type": "events", "events": [{"seq", "type", "at", ..., "order": {"id", changed fields}}]}
            seq ascending, coalesced; a replay's frames also carry "orders": the orders they touched, whole
+           (each once per replay)
   server → {"type": "order", "order": {...}}                       the answer to a client's "order" frame
   server → {"type": "locations", "couriers": [{"id", "name", "lat", "lng", "at"}]}
   server → {"type": "error", "code": ..., "error": ...}; {"type": "pong"}
@@ -30,16 +31,20 @@ import asyncio
 import json
 import logging
 import math
-import threading
 import time
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qs
 
 from autobahn.exception import Disconnected
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.db.models import QuerySet, prefetch_related_objects
@@ -79,39 +84,60 @@ class Snapshot:
 # Each connection then replays the events after the shared snapshot's seq, so none is missed.
 _shared_snapshots: dict[str, Snapshot] = {}
 
-Replay = tuple[int, list[hub.EventItem], dict[int, str]] | None
+
+@dataclass
+class Replay:
+    """What a resume sends: the events after a seq up to the mark, rendered, and (v2) the orders they
+    touched as JSON by id, whole and as they stand now."""
+
+    upto: int  # the mark
+    items: list[hub.EventItem]
+    orders: dict[int, str]
+
+    @cached_property
+    def frames(self) -> list[str]:
+        """Its frames, built once for every socket that takes it whole (a shared replay's, after a drop)."""
+        return replay_frames(self.items, self.orders)
+
+
+def replay_frames(items: list[hub.EventItem], orders: dict[int, str]) -> list[str]:
+    """`events` frames of REPLAY_FRAME_EVENTS events; in v2 each order whole once, in the first frame whose
+    events touch it: its `seq` is its last event's, so the client holds it as it now stands and the later
+    frames' events of it are already part of it (frontend/static/liveops/live.js)."""
+    frames, sent = [], set()
+    for start in range(0, len(items), REPLAY_FRAME_EVENTS):
+        chunk = items[start : start + REPLAY_FRAME_EVENTS]
+        touched = [order_id for order_id in dict.fromkeys(item[1] for item in chunk) if order_id in orders]
+        touched = [order_id for order_id in touched if order_id not in sent]
+        sent.update(touched)
+        frames.append(
+            hub.events_frame([item[2] for item in chunk], [orders[order_id] for order_id in touched])
+        )
+    return frames
 
 
 @dataclass
 class _SharedReplay:
     """One replay, rendered once for the connections of the process that resume from the same seq within
     REALTIME_SNAPSHOT_SHARE_SECONDS: after a drop, a whole board's sockets resume from the same seq, and
-    rendering it per socket (re-reading the same orders) made a 1,000-socket storm take minutes. The first
-    to ask renders under `lock`, up to the mark it reads; the others wait for it and take the same texts
-    when that mark was read after they joined their groups, else render a newer one (Stream.events_after).
-    Keyed by the mark as well, a new replay was rendered at every release (10 per second), and a storm's
-    sockets spent seconds waiting for the thread pool (bench.reconnect)."""
+    rendering it per socket (re-reading the same orders) made a 1,000-socket storm take minutes.
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    upto: int = 0  # its mark
-    marked_at: float = 0.0  # when its mark was read (monotonic): it serves sockets that joined before
-    rendered_at: float | None = None
-    result: Replay = None
+    The first socket to ask renders it on the thread pool, up to the mark it reads then; the others await
+    the same task in the event loop (a thread waiting on a lock for it starved the pool, and the storm's
+    handshakes timed out) and take its texts when that mark was read after they joined their groups, or
+    is still the mark; else they render a newer one (Stream.replay_after). Keyed by the mark as well, a new
+    replay was rendered at every release (10 per second) and the storm took 15-20 s."""
 
-
-def _serves(shared: _SharedReplay, joined_at: float) -> bool:
-    """Whether a shared replay is whole for a socket that joined its groups at `joined_at`: rendered
-    within REALTIME_SNAPSHOT_SHARE_SECONDS, with a mark read after the socket joined or still current."""
-    if (
-        shared.rendered_at is None
-        or time.monotonic() - shared.rendered_at > settings.REALTIME_SNAPSHOT_SHARE_SECONDS
-    ):
-        return False
-    return shared.marked_at >= joined_at or relay.released_seq() == shared.upto
+    marked_at: float  # monotonic, just before its mark was read: it serves sockets that joined before
+    task: "asyncio.Future[tuple[int, Replay | None]]"  # its mark, and the replay (None: over the limit)
+    done_at: float | None = None
 
 
-_shared_replays: dict[tuple[Any, ...], _SharedReplay] = {}
-_shared_replays_lock = threading.Lock()
+# Per event loop (a web process has one; tests start one per scenario): share key, protocol, seq, limit.
+SharedReplays = dict[tuple[Any, ...], _SharedReplay]
+_shared_replays: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedReplays]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass
@@ -155,34 +181,54 @@ class Stream:
         texts = payloads.snapshot_frames(seq, [payloads.dumps(row) for row in rows])
         return Snapshot(seq, texts, {row["id"]: row["seq"] for row in rows}, time.monotonic())
 
-    def events_after(self, after: int, limit: int, joined_at: float) -> Replay:
+    async def replay_after(self, after: int, limit: int, joined_at: float) -> Replay | None:
         """The mark, every visible event after `after` up to it, rendered, and (v2) the orders they touched,
         whole and as they stand now, as JSON by id; None when over `limit`.
 
         Events above the mark are not replayed: they reach the client live, in seq order, once released.
         For that, the mark must be read after the socket joined its groups (`joined_at`, monotonic): the
         relay stores the mark before it publishes, so every event above it is published to a member
-        already. A shared replay is taken only when its mark was read after this socket joined.
+        already. A shared replay (_SharedReplay) is taken only on that condition.
         """
         if not self.share_key:
-            return self._replay(after, relay.released_seq(), limit)
-        wanted = (self.share_key, self.version, after, limit)
-        window = settings.REALTIME_SNAPSHOT_SHARE_SECONDS
-        with _shared_replays_lock:
-            now = time.monotonic()
-            done = {key: shared.rendered_at for key, shared in _shared_replays.items() if shared.rendered_at}
-            for stale in [key for key, at in done.items() if now - at > window]:
-                del _shared_replays[stale]
-            shared = _shared_replays.setdefault(wanted, _SharedReplay())
-        with shared.lock:
-            if not _serves(shared, joined_at):
-                marked_at = time.monotonic()
-                upto = relay.released_seq()
-                shared.result = self._replay(after, upto, limit)
-                shared.upto, shared.marked_at, shared.rendered_at = upto, marked_at, time.monotonic()
-            return shared.result
+            return (await in_thread_pool(self._replay_to_mark)(after, limit))[1]
+        loop = asyncio.get_running_loop()
+        replays = _shared_replays.setdefault(loop, {})
+        now, window = time.monotonic(), settings.REALTIME_SNAPSHOT_SHARE_SECONDS
+        for stale in [
+            key for key, shared in replays.items() if shared.done_at and now - shared.done_at > window
+        ]:
+            del replays[stale]
+        key = (self.share_key, self.version, after, limit)
+        while True:
+            shared = replays.get(key)
+            if shared is None or (shared.task.done() and shared.task.exception() is not None):
+                break  # none, or it failed: render one
+            if shared.marked_at >= joined_at:
+                return (await asyncio.shield(shared.task))[1]
+            if not shared.task.done():
+                # Its mark may have been read before this socket joined: wait for it, then take or start
+                # the next, which serves every socket that joined meanwhile (one rendering at a time).
+                await asyncio.wait([shared.task])
+                if replays.get(key) is shared:
+                    break
+                continue
+            upto, replay = shared.task.result()
+            if await in_thread_pool(relay.released_seq)() == upto:
+                return replay  # nothing released since its mark
+            if replays.get(key) is shared:
+                break
+        shared = replays[key] = _SharedReplay(
+            time.monotonic(), asyncio.ensure_future(in_thread_pool(self._replay_to_mark)(after, limit))
+        )
+        shared.task.add_done_callback(lambda _, shared=shared: setattr(shared, "done_at", time.monotonic()))
+        return (await asyncio.shield(shared.task))[1]
 
-    def _replay(self, after: int, upto: int, limit: int) -> Replay:
+    def _replay_to_mark(self, after: int, limit: int) -> tuple[int, Replay | None]:
+        upto = relay.released_seq()
+        return upto, self._replay(after, upto, limit)
+
+    def _replay(self, after: int, upto: int, limit: int) -> Replay | None:
         events = OrderEvent.objects.filter(seq__gt=after, seq__lte=upto, order__in=self.visible())
         if not self.full:
             events = events.filter(type__in=PUBLIC_EVENT_TYPES)
@@ -190,7 +236,7 @@ class Stream:
         if len(events) > limit:
             return None
         items, orders = self._render_all(events, with_orders=self.version >= 2)
-        return upto, items, orders
+        return Replay(upto, items, orders)
 
     def _render_all(
         self, events: list[OrderEvent], with_orders: bool
@@ -254,11 +300,32 @@ class LiveConsumer(AsyncWebsocketConsumer):
     snapshot or a replay gave this client are filtered by it.
     """
 
+    # No channel-layer channel of its own (a Redis subscription per socket, subscribed and unsubscribed
+    # one at a time: a reconnect storm's handshakes queued behind them): live batches and layer
+    # interruptions come through the process's hub. get_channel_layer(None) is None, as documented.
+    channel_layer_alias = None
     stream: Stream | None = None
     open = False
     anonymous = False  # whether a socket may connect without signing in (a tracking link's)
     metrics_stream = ""  # the `stream` label of its frames and open sockets (core.metrics)
     v1_sender: asyncio.Task | None = None  # a v1 socket's task rendering and sending its live batches
+
+    # Channels' dispatch() and websocket_disconnect() without their `aclose_old_connections()`. That call
+    # hops to the one thread-sensitive thread to close the old database connections of that thread, before
+    # every message (connect, each frame, disconnect) and again after a disconnect: in a reconnect storm,
+    # thousands of hops queued on one thread (a fifth of the event loop's time at the drop, measured with
+    # py-spy under bench.reconnect). These consumers never use that thread's connection: their reads run on
+    # the thread pool (in_thread_pool, whose database_sync_to_async closes old connections itself).
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     # --- connection ---------------------------------------------------------------------------------------
 
@@ -322,7 +389,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         metrics.SOCKETS_OPEN.labels(stream=self.metrics_stream).dec()
         self.open = False
-        await asyncio.to_thread(caps.release, self.cap_holder(self.user), self.socket_id)
+        if caps.holds(self.cap_holder(self.user), self.socket_id):  # else no thread to wait for
+            await asyncio.to_thread(caps.release, self.cap_holder(self.user), self.socket_id)
         fanout = hub.hub()
         try:
             for group in self.stream.groups:
@@ -372,22 +440,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     async def _resume(self, after: int, quiet: bool = False) -> None:
         """Replay what was released after `after`; batches arriving meanwhile are held (not live)."""
-        replay = await in_thread_pool(self.stream.events_after)(
-            after, settings.REALTIME_RESUME_LIMIT, self.joined_at
-        )
+        replay = await self.stream.replay_after(after, settings.REALTIME_RESUME_LIMIT, self.joined_at)
         if replay is None:
             limit = settings.REALTIME_RESUME_LIMIT
             logger.info("Client %s is over %d events behind: fresh snapshot", self.user, limit)
             await self._send_snapshot()
             return
-        upto, events, orders = replay
-        fresh = [item for item in events if self._is_new(item[0], item[1])]
-        self.high = max(self.high, upto)
-        for start in range(0, len(fresh), REPLAY_FRAME_EVENTS):
-            chunk = fresh[start : start + REPLAY_FRAME_EVENTS]
-            # v2: the orders the chunk touched, whole, so the client ends right whatever it held of them
-            touched = [orders[order_id] for order_id in dict.fromkeys(item[1] for item in chunk) if orders]
-            await self._send(hub.events_frame([item[2] for item in chunk], touched))
+        fresh = [item for item in replay.items if self._is_new(item[0], item[1])]
+        self.high = max(self.high, replay.upto)
+        # v2: with the orders the events touched, whole, so the client ends right whatever it held of them
+        frames = replay.frames if len(fresh) == len(replay.items) else replay_frames(fresh, replay.orders)
+        for text in frames:
+            await self._send(text)
         if not fresh and not quiet:
             await self._send_events([])  # tells the client it is up to date
 
@@ -676,6 +740,7 @@ class TrackingLinkConsumer(LiveConsumer):
 
     anonymous = True
     metrics_stream = "tracking"
+    channel_layer_alias = DEFAULT_CHANNEL_LAYER  # its own channel hears of revocations
     link_id: int | None = None
     revocations = ""  # the channel-layer group that announces the revocation of the order's links
     expiry: asyncio.Task | None = None

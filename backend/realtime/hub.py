@@ -22,11 +22,14 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from . import payloads
+from . import layers, payloads
 
 logger = logging.getLogger(__name__)
 
 RECEIVE_RETRY_SECONDS = 1
+# How long a group stays subscribed after its last local member left: a thousand sockets reconnecting
+# after a drop then join a subscribed group (bench.reconnect). Its messages meanwhile reach no one.
+UNSUBSCRIBE_AFTER_SECONDS = 10
 
 EventItem = tuple[int, int, str]  # (seq, order id, the event as JSON text), as broadcast publishes them
 
@@ -53,6 +56,8 @@ class Member(Protocol):
 
     async def take_locations(self, text: str, couriers: list[dict[str, Any]]) -> None: ...
 
+    async def layer_interrupted(self, message: dict[str, Any]) -> None: ...
+
 
 @dataclass(eq=False)
 class Group:
@@ -78,6 +83,8 @@ class Hub:
         self.receiver: asyncio.Task | None = None
         self.lock = asyncio.Lock()  # around subscribing and unsubscribing
         self.subscribing: dict[str, asyncio.Future] = {}
+        self.unsubscribing: set[asyncio.Task] = set()
+        self.telling: set[asyncio.Task] = set()
 
     async def join(self, name: str, member: Member) -> Group:
         """Subscribe (once per process) and add the member. Returns when the subscription is active, so
@@ -114,12 +121,26 @@ class Hub:
             del self.subscribing[name]
 
     async def leave(self, name: str, member: Member) -> None:
+        """Remove the member; the group stays subscribed UNSUBSCRIBE_AFTER_SECONDS after its last member
+        left, so that sockets reconnecting after a drop (a deploy, a network blip) find it subscribed."""
         group = self.groups.get(name)
         if group is None:
             return
         group.members.discard(member)
         if group.members:
             return  # no await: the last member's leave unsubscribes
+        if UNSUBSCRIBE_AFTER_SECONDS:
+            loop = asyncio.get_running_loop()
+            loop.call_later(UNSUBSCRIBE_AFTER_SECONDS, self._unsubscribe_later, name, group)
+            return
+        await self._unsubscribe_if_empty(name, group)
+
+    def _unsubscribe_later(self, name: str, group: Group) -> None:
+        task = asyncio.get_running_loop().create_task(self._unsubscribe_if_empty(name, group))
+        self.unsubscribing.add(task)  # a task nobody holds may be collected before it ends
+        task.add_done_callback(self.unsubscribing.discard)
+
+    async def _unsubscribe_if_empty(self, name: str, group: Group) -> None:
         async with self.lock:
             if group.members or self.groups.get(name) is not group:
                 return  # joined again meanwhile, or already unsubscribed
@@ -143,6 +164,9 @@ class Hub:
                 logger.exception("Could not fan out a %s message", message.get("type"))
 
     def _take(self, message: dict[str, Any]) -> None:
+        if message.get("type") == layers.INTERRUPTED["type"]:
+            self._interrupted(message)
+            return
         group = self.groups.get(message.get("group", ""))
         if group is None:
             return  # the last member left after the message was published
@@ -159,6 +183,18 @@ class Hub:
             loop = asyncio.get_running_loop()
             loop.call_later(settings.REALTIME_FLUSH_MS / 1000, lambda: loop.create_task(self._flush(group)))
 
+    def _interrupted(self, message: dict[str, Any]) -> None:
+        """Redis dropped the process's subscription (realtime.layers): every member is told, as a socket
+        with a channel of its own would be, and closes so that its client resumes."""
+        members = [member for group in self.groups.values() for member in group.members]
+        task = asyncio.get_running_loop().create_task(self._tell_interrupted(members, message))
+        self.telling.add(task)  # a task nobody holds may be collected before it ends
+        task.add_done_callback(self.telling.discard)
+
+    async def _tell_interrupted(self, members: list[Member], message: dict[str, Any]) -> None:
+        for member in members:
+            await self._deliver(member.layer_interrupted(message), "the interruption")
+
     async def _flush(self, group: Group) -> None:
         """Everything that arrived for the group within one flush interval leaves as one frame per kind."""
         async with group.lock:  # batches of a group reach each member in their numbered order
@@ -169,19 +205,19 @@ class Hub:
             if events:
                 for batch in _batches(_by_seq(events)):  # several frames only past payloads.MAX_FRAME_BYTES
                     for member in members:
-                        await self._deliver(member.take_events(batch), group)
+                        await self._deliver(member.take_events(batch), group.name)
             if locations:
                 couriers = list(locations.values())
                 text = payloads.dumps({"type": "locations", "couriers": couriers})
                 for member in members:
-                    await self._deliver(member.take_locations(text, couriers), group)
+                    await self._deliver(member.take_locations(text, couriers), group.name)
 
     @staticmethod
-    async def _deliver(delivery: Any, group: Group) -> None:
+    async def _deliver(delivery: Any, what: str) -> None:
         try:
             await delivery
         except Exception:  # one broken socket must not starve the others
-            logger.exception("Could not deliver to a member of %s", group.name)
+            logger.exception("Could not deliver %s to a member", what)
 
 
 def _by_seq(events: list[EventItem]) -> list[EventItem]:

@@ -403,3 +403,32 @@ def test_a_websocket_is_wss_only_when_a_trusted_proxy_says_https(web_direct, web
     # Untrusted: the socket is ws://, so an https:// page may not open it (403); trusted: wss://, it may.
     assert websocket_answer(web_direct.url, token) == 403
     assert websocket_answer(web_behind_proxy.url, token) == "open"
+
+
+# --- the listening socket ---------------------------------------------------------------------------------
+
+
+def test_the_web_process_listens_with_the_configured_backlog(web):
+    """Twisted's default backlog (50) overflowed when 1,000 sockets reconnected at once (bench.reconnect):
+    the web process listens with WEB_LISTEN_BACKLOG (.env.default: 1024), read back from the kernel."""
+    port = web.url.rsplit(":", 1)[1]
+    listening = subprocess.run(
+        ["ss", "--listening", "--tcp", "--numeric", f"sport = :{port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[1:]
+    assert len(listening) == 1, listening
+    assert listening[0].split()[2] == str(settings.WEB_LISTEN_BACKLOG) == "1024", listening
+
+
+def test_an_endpoint_naming_its_own_backlog_keeps_it():
+    from core.serve import with_backlog
+
+    assert (
+        with_backlog("tcp:port=8000:interface=127.0.0.1", 1024)
+        == "tcp:port=8000:interface=127.0.0.1:backlog=1024"
+    )
+    assert with_backlog("unix:/run/web.sock", 64) == "unix:/run/web.sock:backlog=64"
+    assert with_backlog("tcp:port=8000:backlog=10", 1024) == "tcp:port=8000:backlog=10"
+    assert with_backlog("fd:fileno=3", 1024) == "fd:fileno=3"

@@ -661,3 +661,34 @@ def test_a_v2_replay_carries_the_orders_it_touched_whole(world, operator, relay)
         await communicator.disconnect()
 
     run(scenario)
+
+
+def test_a_replay_over_several_frames_carries_each_order_once_in_the_first_frame_touching_it(
+    world, operator, relay, monkeypatch
+):
+    """Each order whole once per replay (its seq its last event's): the bytes of a storm's replays."""
+    monkeypatch.setattr(consumers, "REPLAY_FRAME_EVENTS", 1)
+
+    async def scenario():
+        after = await database_sync_to_async(lambda: OrderEvent.objects.latest("seq").seq)()
+        await advance(world["leg"].pk, "not started")
+        await advance(world["their_leg"].pk, "accepted")
+        await advance(world["leg"].pk, "cooking")
+        await released(relay)
+        communicator = await socket(f"/ws/operators/?after={after}", operator)
+        await communicator.connect()
+        frames = [await frame(communicator) for _ in range(3)]
+        assert [[event["order"]["id"] for event in f["events"]] for f in frames] == [
+            [world["mine"].pk],
+            [world["theirs"].pk],
+            [world["mine"].pk],
+        ]
+        assert [[order["id"] for order in f.get("orders", [])] for f in frames] == [
+            [world["mine"].pk],
+            [world["theirs"].pk],
+            [],
+        ]
+        assert frames[0]["orders"][0]["seq"] == frames[2]["events"][0]["seq"], "as it stands after all three"
+        await communicator.disconnect()
+
+    run(scenario)

@@ -14,7 +14,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from redis import asyncio as aioredis
 
-from realtime import broadcast, hub
+from realtime import broadcast, hub, layers
 from realtime.hub import EventBatch, EventItem
 
 TIMEOUT = 5
@@ -32,6 +32,7 @@ class Member:
     def __init__(self, fail: bool = False) -> None:
         self.batches: list[EventBatch] = []
         self.locations: list[tuple[str, list[dict[str, Any]]]] = []
+        self.interruptions: list[dict[str, Any]] = []
         self.fail = fail
 
     async def take_events(self, batch: EventBatch) -> None:
@@ -41,6 +42,9 @@ class Member:
 
     async def take_locations(self, text: str, couriers: list[dict[str, Any]]) -> None:
         self.locations.append((text, couriers))
+
+    async def layer_interrupted(self, message: dict[str, Any]) -> None:
+        self.interruptions.append(message)
 
     @property
     def seqs(self) -> list[int]:
@@ -119,7 +123,49 @@ class TestSubscriptions:
 
         run(scenario)
 
-    def test_the_last_member_leaving_unsubscribes_and_a_later_join_subscribes_again(self):
+    def test_an_interrupted_layer_is_told_to_every_member_of_every_group(self):
+        """Sockets have no channel of their own: the hub's channel hears of a dropped subscription
+        (realtime.layers) and each member must, to close and make its client resume."""
+
+        async def scenario():
+            fanout, first_group, second_group = hub.hub(), group_name(), group_name()
+            first, second = Member(), Member()
+            await fanout.join(first_group, first)
+            await fanout.join(second_group, second)
+            await fanout.layer.send(fanout.channel, layers.INTERRUPTED)
+            await until(lambda: first.interruptions == second.interruptions == [layers.INTERRUPTED])
+            await leave_all(fanout, first_group, first)
+            await leave_all(fanout, second_group, second)
+
+        run(scenario)
+
+    def test_a_group_stays_subscribed_a_while_after_its_last_member_left(self, monkeypatch):
+        """Sockets reconnecting after a drop join the subscription still there, none waits for a new one."""
+        monkeypatch.setattr(hub, "UNSUBSCRIBE_AFTER_SECONDS", 0.5)
+
+        async def scenario():
+            fanout, group = hub.hub(), group_name()
+            first = Member()
+            await fanout.join(group, first)
+            await fanout.leave(group, first)
+            assert group in fanout.groups and await subscribers(fanout, group) == 1
+
+            again = Member()
+            await fanout.join(group, again)  # within the delay: the same subscription
+            await publish(events(group, item(3)))
+            await until(lambda: again.seqs == [3])
+            await fanout.leave(group, again)
+            async with asyncio.timeout(TIMEOUT):
+                while await subscribers(fanout, group):
+                    await asyncio.sleep(0.05)
+            assert group not in fanout.groups and fanout.channel is None
+            assert first.seqs == []
+
+        run(scenario)
+
+    def test_the_last_member_leaving_unsubscribes_and_a_later_join_subscribes_again(self, monkeypatch):
+        monkeypatch.setattr(hub, "UNSUBSCRIBE_AFTER_SECONDS", 0)
+
         async def scenario():
             fanout, group = hub.hub(), group_name()
             first, second = Member(), Member()
