@@ -34,6 +34,9 @@ def test_quick_bench_writes_a_report_with_every_section(tmp_path):
     assert all(result["ok"] for result in report["results"].values()), report["results"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["versions"]["django"].startswith("5.2")
     assert report["results"]["rest_create"]["orders"] > 0
+    modes = report["results"]["status_changes"]["modes"]
+    assert modes["batch"]["changes"] == modes["per_change"]["changes"] > 0
+    assert modes["batch"]["statements_per_change"] < modes["per_change"]["statements_per_change"]
     fanout = report["results"]["fanout"]["coalesced"]
     assert fanout["completeness_min"] == 1.0 and fanout["inversions"] == 0
     assert fanout["relay"]["released"] >= fanout["changes"] > 0
