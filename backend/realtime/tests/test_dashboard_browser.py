@@ -696,4 +696,15 @@ def test_lean_events_leave_the_board_identical_to_a_fresh_snapshot(world, page, 
     assert [alert["kind"] for alert in held[str(forgotten)]["alerts"]] == ["failed"]
     assert set(held) == set(snapshot)
     for order_id, order in snapshot.items():
-        assert held[order_id] == order, order_id
+        assert without_position(held[order_id]) == without_position(order), order_id
+
+
+def without_position(order: dict) -> dict:
+    """The order without its courier's position: positions move without events (`locations` frames move
+    the map), so an order's copy is the position when it was last rendered, by the relay for an event or
+    by a snapshot: a report landing between the two (the simulated courier reports every moment) makes
+    them differ, as measured once in CI."""
+    if not order.get("courier"):
+        return order
+    courier = {key: value for key, value in order["courier"].items() if key not in {"lat", "lng", "at"}}
+    return {**order, "courier": courier}
