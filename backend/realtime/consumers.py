@@ -362,7 +362,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         fanout = hub.hub()
         for group in self.stream.groups:
             await fanout.join(group, self)
-        self.joined_at = time.monotonic()  # a replay's mark read after this misses nothing (events_after)
+        self.joined_at = time.monotonic()  # a replay whose mark is read after this misses nothing
         after = self._after_from_query()
         if after is None:
             await self._send_snapshot()
