@@ -46,7 +46,7 @@ def check_alerts() -> dict:
 )
 def submit_order(order_id: int) -> None:
     """Right after an order (or its delivery) is created: send its due legs now, not at the next tick."""
-    tick.poll_due_legs(order_id=order_id)
+    tick.poll_due_legs(order_ids=[order_id])
 
 
 @shared_task(
@@ -63,7 +63,7 @@ def order_created(order_id: int, due: bool, locate: bool) -> None:
     if locate:
         locate_order.delay(order_id)
     if due:
-        tick.poll_due_legs(order_id=order_id)
+        tick.poll_due_legs(order_ids=[order_id])
 
 
 @shared_task(
@@ -74,16 +74,17 @@ def order_created(order_id: int, due: bool, locate: bool) -> None:
 )
 def follow_up(due: list[int], notify: list[int]) -> None:
     """What a poll batch's changes call for, from the one message the batch sent: each customer's email
-    (an email that fails is handed to send_order_email, which retries it), then each order's due legs
-    (their delivery) sent now, as submit_order does, rather than at the next beat tick."""
+    (an email that fails is handed to send_order_email, which retries it), then those orders' due legs
+    (their delivery) sent now in one tick of their own, as submit_order does for one order, rather than
+    at the next beat tick."""
     for order_id in notify:
         try:
             notifications.send_order_email(order_id=order_id)
         except (SMTPException, OSError) as error:
             logger.info("Order %s: the email is retried on its own (%s)", order_id, error)
             send_order_email.delay(order_id)
-    for order_id in due:  # as submit_order: that order's due legs, sent now
-        tick.poll_due_legs(order_id=order_id)
+    if due:
+        tick.poll_due_legs(order_ids=due)
 
 
 @shared_task(

@@ -35,14 +35,14 @@ def poll_lease() -> timedelta:
 
 @transaction.atomic
 def legs_claim_due(
-    *, limit: int, order_id: int | None = None, due_by: datetime | None = None
+    *, limit: int, order_ids: list[int] | None = None, due_by: datetime | None = None
 ) -> tuple[list[int], datetime]:
     """Reserve up to `limit` due legs for this poller; concurrent pollers skip them (SKIP LOCKED).
 
     Returns the leg ids and the lease end written into their next_poll_at: a leg whose poller dies is
     due again when the lease ends. With `due_by` (the tick's start), only legs due by then are taken:
     a tick slower than the poll interval would otherwise claim its own legs again, batch after batch,
-    until its time budget ran out.
+    until its time budget ran out. With `order_ids`, only those orders' legs.
     """
     now = timezone.now()
     due_by = now if due_by is None else min(due_by, now)
@@ -51,8 +51,8 @@ def legs_claim_due(
         .filter(next_poll_at__lte=due_by)
         .order_by("next_poll_at")
     )
-    if order_id is not None:
-        due = due.filter(order_id=order_id)
+    if order_ids is not None:
+        due = due.filter(order_id__in=id_in(order_ids))
     leg_ids = list(due.values_list("id", flat=True)[:limit])
     lease_until = now + poll_lease()
     if leg_ids:

@@ -78,14 +78,15 @@ def time_limits() -> tuple[float, float]:
     return soft, soft + BATCH_WRITE_SECONDS
 
 
-def poll_due_legs(*, order_id: int | None = None) -> TickReport:
-    """Work through due legs batch by batch until none are due or the tick's time budget is spent."""
+def poll_due_legs(*, order_ids: list[int] | None = None) -> TickReport:
+    """Work through due legs (of `order_ids` only, when given) batch by batch until none are due or the
+    tick's time budget is spent."""
     started = time.monotonic()
     due_by = timezone.now()  # legs falling due during this tick are the next tick's work
     report = TickReport()
     while True:
         leg_ids, lease_until = leases.legs_claim_due(
-            limit=settings.POLL_BATCH_SIZE, order_id=order_id, due_by=due_by
+            limit=settings.POLL_BATCH_SIZE, order_ids=order_ids, due_by=due_by
         )
         if not leg_ids:
             break
@@ -102,7 +103,7 @@ def poll_due_legs(*, order_id: int | None = None) -> TickReport:
         ):
             break
     report.seconds = time.monotonic() - started
-    if order_id is None:  # the beat's tick, not one order's submission
+    if order_ids is None:  # the beat's tick, not some orders' submission
         metrics.POLL_TICK_SECONDS.observe(report.seconds)
         metrics.POLL_TICK_LEGS.observe(report.claimed)
     if report.claimed:

@@ -33,7 +33,7 @@ class TestPollBookkeeping:
         first = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
         factories.make_order(customer, restaurants["melange"])
         assert len(leases.legs_claim_due(limit=1)[0]) == 1
-        claimed, _ = leases.legs_claim_due(limit=10, order_id=first.pk)
+        claimed, _ = leases.legs_claim_due(limit=10, order_ids=[first.pk])
         assert set(claimed) <= set(first.legs.values_list("id", flat=True))
 
     def test_claim_takes_only_legs_due_by_the_tick_start(self, customer, restaurants):

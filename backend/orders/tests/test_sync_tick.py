@@ -63,7 +63,7 @@ def test_one_tick_polls_what_is_due_and_reschedules_it(providers, customer, rest
     assert tick.poll_due_legs().claimed == 0, "nothing due, nothing claimed"
     started = timezone.now()
     Leg.objects.filter(order=order).update(next_poll_at=started)
-    report = tick.poll_due_legs(order_id=order.pk)
+    report = tick.poll_due_legs(order_ids=[order.pk])
     assert (report.claimed, report.created, report.failed, report.errors) == (2, 0, 0, [])
     assert report.changed + report.unchanged == 2 and report.http_seconds < report.seconds
     assert all(leg.next_poll_at > started for leg in order.legs.all()), "polled legs are due again later"
