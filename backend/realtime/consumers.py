@@ -107,8 +107,7 @@ def replay_frames(items: list[hub.EventItem], orders: dict[int, str]) -> list[st
     frames, sent = [], set()
     for start in range(0, len(items), REPLAY_FRAME_EVENTS):
         chunk = items[start : start + REPLAY_FRAME_EVENTS]
-        touched = [order_id for order_id in dict.fromkeys(item[1] for item in chunk) if order_id in orders]
-        touched = [order_id for order_id in touched if order_id not in sent]
+        touched = list(dict.fromkeys(item[1] for item in chunk if item[1] in orders and item[1] not in sent))
         sent.update(touched)
         frames.append(
             hub.events_frame([item[2] for item in chunk], [orders[order_id] for order_id in touched])

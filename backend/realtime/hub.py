@@ -83,8 +83,7 @@ class Hub:
         self.receiver: asyncio.Task | None = None
         self.lock = asyncio.Lock()  # around subscribing and unsubscribing
         self.subscribing: dict[str, asyncio.Future] = {}
-        self.unsubscribing: set[asyncio.Task] = set()
-        self.telling: set[asyncio.Task] = set()
+        self.background: set[asyncio.Task] = set()  # a task nobody holds may be collected before it ends
 
     async def join(self, name: str, member: Member) -> Group:
         """Subscribe (once per process) and add the member. Returns when the subscription is active, so
@@ -131,14 +130,17 @@ class Hub:
             return  # no await: the last member's leave unsubscribes
         if UNSUBSCRIBE_AFTER_SECONDS:
             loop = asyncio.get_running_loop()
-            loop.call_later(UNSUBSCRIBE_AFTER_SECONDS, self._unsubscribe_later, name, group)
+            loop.call_later(
+                UNSUBSCRIBE_AFTER_SECONDS,
+                lambda: self._in_background(self._unsubscribe_if_empty(name, group)),
+            )
             return
         await self._unsubscribe_if_empty(name, group)
 
-    def _unsubscribe_later(self, name: str, group: Group) -> None:
-        task = asyncio.get_running_loop().create_task(self._unsubscribe_if_empty(name, group))
-        self.unsubscribing.add(task)  # a task nobody holds may be collected before it ends
-        task.add_done_callback(self.unsubscribing.discard)
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     async def _unsubscribe_if_empty(self, name: str, group: Group) -> None:
         async with self.lock:
@@ -187,9 +189,7 @@ class Hub:
         """Redis dropped the process's subscription (realtime.layers): every member is told, as a socket
         with a channel of its own would be, and closes so that its client resumes."""
         members = [member for group in self.groups.values() for member in group.members]
-        task = asyncio.get_running_loop().create_task(self._tell_interrupted(members, message))
-        self.telling.add(task)  # a task nobody holds may be collected before it ends
-        task.add_done_callback(self.telling.discard)
+        self._in_background(self._tell_interrupted(members, message))
 
     async def _tell_interrupted(self, members: list[Member], message: dict[str, Any]) -> None:
         for member in members:
