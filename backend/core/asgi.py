@@ -1,4 +1,4 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels.
+"""ASGI entry point: HTTP through Django (core.http: on a pool of HTTP threads), WebSockets through Channels.
 
 Around both, core.proxies applies (from trusted proxies only) and removes the forwarding headers; HTTP
 bodies over MAX_REQUEST_BYTES get 413 from core.asgi_limits before Django reads them.
@@ -6,10 +6,10 @@ bodies over MAX_REQUEST_BYTES get 413 from core.asgi_limits before Django reads 
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
 
 # Imported after Django is set up: these modules use models and settings.
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -19,18 +19,19 @@ from django.core.signals import request_finished  # noqa: E402
 from django.db import connections  # noqa: E402
 
 from core.asgi_limits import BodySizeLimitMiddleware  # noqa: E402
+from core.http import HttpHandler  # noqa: E402
 from core.proxies import ProxyHeadersMiddleware  # noqa: E402
 from realtime.auth import BrowserOriginValidator, WebSocketAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 
 def close_request_connections(**kwargs: object) -> None:
-    """Closes an HTTP request's database connection when it ends, whatever DB_CONN_MAX_AGE says.
+    """Closes the database connections of the thread that ends an HTTP request.
 
-    Under ASGI each HTTP request runs its sync code in a thread of its own, so its connection is never
-    reused; kept open, it lingers until PostgreSQL refuses new clients ("too many clients already",
-    measured with bench.rest_create) - hence Django's advice to disable persistent connections with
-    ASGI. WebSocket consumers do not send request_finished: their few pool threads keep theirs.
+    Django sends request_finished when the response is closed, in a thread of that request's own, not
+    on the HTTP thread that ran its view (core.http checks that one's connection itself). A connection
+    opened there (a streamed response reading the database, say) would never be used again; kept open,
+    such connections lingered until PostgreSQL refused new clients ("too many clients already").
     """
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
@@ -39,6 +40,7 @@ def close_request_connections(**kwargs: object) -> None:
 
 request_finished.connect(close_request_connections)
 
+django_asgi_app = HttpHandler(threads=settings.WEB_HTTP_THREADS)
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
 application = ProxyHeadersMiddleware(

@@ -19,7 +19,6 @@ from TRUSTED_PROXIES only.
 
 import io
 import logging
-import os
 from typing import Any
 
 from daphne.cli import CommandLineInterface  # first: daphne.server installs Twisted's asyncio reactor
@@ -31,8 +30,6 @@ from django.core.exceptions import ImproperlyConfigured
 from core.asgi_limits import too_large_body
 
 logger = logging.getLogger("core.serve")  # not __name__: run as __main__
-# Read by core.settings, once Django sets up: this process pools its database connections (WEB_DB_POOL_SIZE)
-os.environ["LIVEOPS_WEB_PROCESS"] = "1"
 
 
 class LimitedWebRequest(WebRequest):

@@ -6,7 +6,6 @@ Precedence: the process environment, then a local `.env` (git-ignored), then `.e
 
 import ipaddress
 import math
-import os
 import re
 from collections import Counter
 from datetime import timedelta
@@ -115,19 +114,9 @@ try:
             "PostgreSQL and Redis, or set DATABASE_URL and REDIS_URL."
         )
     DATABASES = {"default": env.dj_db_url("DATABASE_URL", conn_max_age=env.int("DB_CONN_MAX_AGE"))}
-    # The web process (core.serve sets LIVEOPS_WEB_PROCESS) borrows connections from a pool (psycopg 3's,
-    # through Django): under ASGI each HTTP request runs in a thread of its own, so a connection kept by
-    # its thread is never reused (core.asgi closes it) and each request would open one (about 7 ms, and
-    # a PostgreSQL process forked). Workers, beat and the relay keep one connection per thread for
-    # DB_CONN_MAX_AGE s (the relay's leader lock lives in its connection's session: never pooled).
-    WEB_DB_POOL_SIZE = env.int("WEB_DB_POOL_SIZE", validate=Range(min=0, max=1000))
-    if WEB_DB_POOL_SIZE and os.environ.get("LIVEOPS_WEB_PROCESS") == "1":
-        DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django: a pool replaces persistent connections
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": WEB_DB_POOL_SIZE,  # opened at start: no request waits for the pool to grow
-            "max_size": WEB_DB_POOL_SIZE,
-            "timeout": env.float("WEB_DB_POOL_TIMEOUT_SECONDS", validate=Range(min=0.1, max=300)),
-        }
+    # Threads the web process runs HTTP requests on (core.http), each keeping its database connection for
+    # DB_CONN_MAX_AGE s as every thread of the workers, beat and the relay does
+    WEB_HTTP_THREADS = env.int("WEB_HTTP_THREADS", validate=Range(min=1, max=256))
 
     REDIS_URL = _url("REDIS_URL", schemes=REDIS_SCHEMES)
     CACHE_URL = _url("CACHE_URL", default=REDIS_URL, schemes=REDIS_SCHEMES)

@@ -1,6 +1,9 @@
-"""The project's URLs plus a view that fails, for tests of error responses (`pytest.mark.urls`)."""
+"""The project's URLs plus test views (`pytest.mark.urls`): one that fails, one that says where it ran."""
 
-from django.http import HttpRequest, HttpResponse
+import threading
+
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 
 FAILURE_MESSAGE = "boom for the tests"
@@ -10,4 +13,12 @@ def fail(request: HttpRequest) -> HttpResponse:
     raise RuntimeError(FAILURE_MESSAGE)
 
 
-urlpatterns = [path("fail/", fail), path("", include("core.urls"))]
+def where(request: HttpRequest) -> JsonResponse:
+    """The thread that ran this view and its database connection's server process."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend_pid,) = cursor.fetchone()
+    return JsonResponse({"thread": threading.current_thread().name, "backend_pid": backend_pid})
+
+
+urlpatterns = [path("fail/", fail), path("where/", where), path("", include("core.urls"))]
