@@ -114,6 +114,9 @@ try:
             "PostgreSQL and Redis, or set DATABASE_URL and REDIS_URL."
         )
     DATABASES = {"default": env.dj_db_url("DATABASE_URL", conn_max_age=env.int("DB_CONN_MAX_AGE"))}
+    # A kept connection is checked (SELECT 1) before a request or task uses it again: one that PostgreSQL
+    # dropped meanwhile (a restart, a failover) is replaced instead of failing that request
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # Threads the web process runs HTTP requests on (core.http), each keeping its database connection for
     # DB_CONN_MAX_AGE s as every thread of the workers, beat and the relay does
     WEB_HTTP_THREADS = env.int("WEB_HTTP_THREADS", validate=Range(min=1, max=256))
