@@ -102,6 +102,10 @@ class LimitedServer(Server):
             )
         self.max_request_bytes = settings.MAX_REQUEST_BYTES
         self.endpoints = [with_backlog(endpoint, settings.WEB_LISTEN_BACKLOG) for endpoint in self.endpoints]
+        # daphne's command line refuses a WebSocket still opening after 5 s (403): in a reconnect storm
+        # that threw away handshakes already queued, and their clients came back on top of the rest
+        self.websocket_connect_timeout = settings.WEB_WEBSOCKET_CONNECT_TIMEOUT_SECONDS
+        self.websocket_handshake_timeout = settings.WEB_WEBSOCKET_CONNECT_TIMEOUT_SECONDS
 
     @property
     def http_factory(self) -> LimitedHTTPFactory:

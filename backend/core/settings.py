@@ -103,6 +103,10 @@ try:
     # Connections the web process's listening socket queues before it accepts them (core.serve); the
     # kernel caps it at net.core.somaxconn
     WEB_LISTEN_BACKLOG = env.int("WEB_LISTEN_BACKLOG", validate=Range(min=1, max=65535))
+    # Seconds a WebSocket may take to open (its consumer to accept) before daphne refuses it (core.serve)
+    WEB_WEBSOCKET_CONNECT_TIMEOUT_SECONDS = env.int(
+        "WEB_WEBSOCKET_CONNECT_TIMEOUT_SECONDS", validate=Range(min=1, max=300)
+    )
     # Largest request body the web process accepts (core.asgi_limits, and core.serve inside daphne)
     MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", validate=Range(min=1024, max=64 * 1024 * 1024))
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (core.proxies); empty: nobody's

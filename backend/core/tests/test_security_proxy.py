@@ -432,3 +432,14 @@ def test_an_endpoint_naming_its_own_backlog_keeps_it():
     assert with_backlog("unix:/run/web.sock", 64) == "unix:/run/web.sock:backlog=64"
     assert with_backlog("tcp:port=8000:backlog=10", 1024) == "tcp:port=8000:backlog=10"
     assert with_backlog("fd:fileno=3", 1024) == "fd:fileno=3"
+
+
+def test_a_websocket_may_take_the_configured_time_to_open(settings):
+    """daphne's command line refuses a WebSocket still opening after 5 s (403): in a reconnect storm on a
+    slow machine (bench.reconnect) that refused handshakes already under way and their clients retried on
+    top of the rest. The web process waits WEB_WEBSOCKET_CONNECT_TIMEOUT_SECONDS (.env.default: 20)."""
+    from core.serve import LimitedServer
+
+    settings.WEB_WEBSOCKET_CONNECT_TIMEOUT_SECONDS = 17
+    server = LimitedServer(application=None, endpoints=["tcp:port=8000:interface=127.0.0.1"])
+    assert server.websocket_connect_timeout == server.websocket_handshake_timeout == 17
