@@ -21,6 +21,8 @@ from django.http import HttpRequest, HttpResponseBase
 
 
 class HttpHandler(ASGIHandler):
+    """Django's ASGI handler whose requests run sync on `threads` reused threads (module docstring)."""
+
     def __init__(self, threads: int) -> None:
         base.BaseHandler.__init__(self)  # not ASGIHandler's: it loads the chain async
         self.load_middleware(is_async=False)
@@ -31,6 +33,7 @@ class HttpHandler(ASGIHandler):
         return await self._respond_async(request)
 
     def _respond(self, request: HttpRequest) -> HttpResponseBase:
+        # What request_started's and request_finished's receivers do for a WSGI thread, on this thread
         reset_queries()
         close_old_connections()
         try:
