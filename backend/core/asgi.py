@@ -40,8 +40,8 @@ def close_request_connections(**kwargs: object) -> None:
 
 request_finished.connect(close_request_connections)
 
-django_asgi_app = HttpHandler(threads=settings.WEB_HTTP_THREADS)
-http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
+django_http = HttpHandler(threads=settings.WEB_HTTP_THREADS)
+http_app = ASGIStaticFilesHandler(django_http) if settings.SERVE_STATIC else django_http
 
 application = ProxyHeadersMiddleware(
     ProtocolTypeRouter(

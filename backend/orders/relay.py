@@ -207,6 +207,7 @@ class Relay:
         """The events that may leave (seq ascending) and the new mark: up to the first gap that can fill."""
         by_seq = {event.seq: event for event in events}
         current_writers: frozenset[str] | None = None
+        ended: set[int] = set()
         committed: dict[int, OrderEvent] = {}
         released: list[OrderEvent] = []
         upto = self.mark
@@ -220,9 +221,9 @@ class Relay:
                 current_writers = self._writers()
                 # One read for every gap whose writers have all ended (a relay starting above thousands of
                 # rolled-back seqs would otherwise read once per seq before releasing anything)
-                ended = [gap for gap in missing if not self.pending[gap].writers & current_writers]
+                ended = {gap for gap in missing if not self.pending[gap].writers & current_writers}
                 committed = {event.seq: event for event in OrderEvent.objects.filter(seq__in=ended)}
-            if not pending.writers & current_writers:
+            if seq in ended:
                 # Every transaction that could be writing it has ended: committed (read it) or never.
                 late = committed.get(seq)
                 if late is not None:
