@@ -1,19 +1,44 @@
 """Reads: who may see which orders, and the querysets the API and realtime layers serve."""
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
+
+from core import rows
 
 from .disclosure import PUBLIC_EVENT_TYPES, sees_internals
 from .models import Alert, Courier, Dish, Leg, Order, OrderEvent, Restaurant, TrackingLink
 from .status import ACTIVE, OrderStatus
 
 LEG_LOOKUP_CACHE_SECONDS = 24 * 3600
+
+
+def orderable_dishes(ids: Iterable[int]) -> dict[int, Dish]:
+    """The dishes among `ids` on an active restaurant's menu, by id, each with its restaurant loaded.
+
+    Every order's create reads them: in one statement, not compiled by the ORM (that cost several times
+    running it: core.rows)."""
+    sql = (
+        f"SELECT {rows.select_list(Dish, 'd')}, {rows.select_list(Restaurant, 'r')} "
+        'FROM "orders_dish" d JOIN "orders_restaurant" r ON r."id" = d."restaurant_id" '
+        'WHERE d."id" = ANY(%s) AND d."is_active" AND r."is_active"'
+    )
+    dish_columns = len(Dish._meta.concrete_fields)
+    dishes = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(ids)])
+        for row in cursor.fetchall():
+            dish = rows.load(Dish, row[:dish_columns])
+            dish.restaurant = rows.load(Restaurant, row[dish_columns:])
+            dishes[dish.pk] = dish
+    return dishes
 
 
 def restaurant_list() -> QuerySet[Restaurant]:

@@ -12,6 +12,7 @@ from rest_framework.exceptions import ErrorDetail
 
 from core.fields import JSONCharField, JSONIntegerField
 
+from . import selectors
 from .alerts import order_promised_at
 from .disclosure import PUBLIC_EVENT_TYPES, public_reason
 from .models import MAX_QUANTITY, Alert, Courier, Dish, Leg, Order, OrderEvent, OrderItem, Restaurant
@@ -119,10 +120,7 @@ class OrderCreateSerializer(serializers.Serializer):
     def validate_items(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The dishes of every item, read in one query: each must be on an active restaurant's menu."""
         dish_ids = [item["dish"] for item in items]
-        orderable = Dish.objects.filter(is_active=True, restaurant__is_active=True).select_related(
-            "restaurant"
-        )
-        dishes = orderable.in_bulk([pk for pk in dish_ids if 0 < pk <= MAX_ID])
+        dishes = selectors.orderable_dishes(pk for pk in dish_ids if 0 < pk <= MAX_ID)
         unknown = self.fields["items"].child.fields["dish"].error_messages["does_not_exist"]
         missing = [
             {}
