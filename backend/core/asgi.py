@@ -19,20 +19,23 @@ from django.core.signals import request_finished  # noqa: E402
 from django.db import connections  # noqa: E402
 
 from core.asgi_limits import BodySizeLimitMiddleware  # noqa: E402
-from core.http import HttpHandler  # noqa: E402
+from core.http import HttpHandler, on_http_thread  # noqa: E402
 from core.proxies import ProxyHeadersMiddleware  # noqa: E402
 from realtime.auth import BrowserOriginValidator, WebSocketAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 
 def close_request_connections(**kwargs: object) -> None:
-    """Closes the database connections of the thread that ends an HTTP request.
+    """Closes the database connections of a thread, other than an HTTP thread, that ends an HTTP request.
 
-    Django sends request_finished when the response is closed, in a thread of that request's own, not
-    on the HTTP thread that ran its view (core.http checks that one's connection itself). A connection
-    opened there (a streamed response reading the database, say) would never be used again; kept open,
-    such connections lingered until PostgreSQL refused new clients ("too many clients already").
+    core.http closes whole responses on the HTTP thread that ran the view, which keeps its connection
+    (checked by Django's own request_finished receiver). A streamed response is closed in a thread of
+    that request's own: a connection opened there (a stream reading the database, say) would never be
+    used again; kept open, such connections lingered until PostgreSQL refused new clients ("too many
+    clients already").
     """
+    if on_http_thread():
+        return
     for connection in connections.all(initialized_only=True):
         if not connection.in_atomic_block:
             connection.close()
