@@ -7,11 +7,11 @@ class OrdersConfig(AppConfig):
     verbose_name = "Orders"
 
     def ready(self) -> None:
-        from . import checks, signals, tasks
+        from . import checks, relay, signals, tasks
         from .schedules import install_schedules
 
         post_migrate.connect(install_schedules, sender=self, dispatch_uid="orders.install_schedules")
-        signals.order_created.connect(tasks.enqueue_created, dispatch_uid="orders.enqueue_created")
+        relay.subscribe(tasks.created_released)
         signals.orders_changed.connect(tasks.enqueue_follow_up, dispatch_uid="orders.enqueue_follow_up")
         signals.order_due.connect(tasks.enqueue_submit, dispatch_uid="orders.enqueue_submit")
         signals.order_notify.connect(tasks.enqueue_email, dispatch_uid="orders.enqueue_email")

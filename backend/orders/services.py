@@ -169,12 +169,9 @@ def order_create(
     # One statement for the four tables: the ORM's create and bulk_creates cost a round trip and a query
     # compilation each, which measured most of a create's database work (docs/benchmarks.md).
     rows.insert_family(order, [order_items, legs, [event]])
-    # One message for everything that follows (email, geocoding, sending the due legs): see
-    # orders.tasks.order_created.
-    due = submit_at <= order.created_at
-    transaction.on_commit(
-        partial(signals.order_created.send, sender=Order, order_id=order.pk, due=due, locate=geocoding_on)
-    )
+    # What follows (the email, the geocoding, sending the due legs) is sent to the workers by the relay
+    # when it releases the `created` event (orders.tasks.created_released): the request never waits on
+    # the broker, nor fails after its order was committed when the broker is away.
     transaction.on_commit(metrics.ORDERS_CREATED.inc)
     logger.info("Order %s created with %d items at %d restaurants", order.pk, len(items), len(restaurants))
     if loaded:

@@ -1,13 +1,11 @@
 """What orders announce once a change is committed, for the layers above to act on: the tasks enqueue
 work, realtime publishes positions. Receivers are connected in their AppConfig.ready(), so orders never
-imports them. (Committed events themselves leave through the relay: orders.relay.subscribe.)
+imports them. (Committed events themselves leave through the relay: orders.relay.subscribe; new orders'
+follow-ups are sent from there too, orders.tasks.created_released.)
 """
 
 from django.dispatch import Signal
 
-# order_id, due, locate: a new order is committed (orders.tasks.order_created: the customer's email, and
-# with due its legs sent now, with locate its address looked up)
-order_created = Signal()
 # due, notify (lists of order ids): a batch of status changes is committed (orders.tasks.follow_up: the
 # legs of `due` are sent now, the customers of `notify` told their order's new status)
 orders_changed = Signal()

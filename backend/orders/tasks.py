@@ -14,6 +14,7 @@ from celery import shared_task
 from django.conf import settings
 
 from . import alerts, geocoding, notifications, services
+from .models import OrderEvent
 from .sync import tick
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,41 @@ def submit_order(order_id: int) -> None:
     tick.poll_due_legs(order_ids=[order_id])
 
 
+# New orders' follow-ups per message: one message per relay batch, up to this many orders each
+CREATED_PER_MESSAGE = 100
+
+
+def created_released(events: list[OrderEvent]) -> None:
+    """orders.relay subscriber: the follow-ups of the new orders among released events, one message per
+    CREATED_PER_MESSAGE orders (orders_created).
+
+    Sent by the relay once the orders are committed, not by the request that created them: creating an
+    order never waits on the broker, a broker away for a moment is retried by the relay (orders.relay,
+    Relay._call) instead of failing a request whose order is already committed, and a busy minute's
+    orders share a few messages. Sending a batch again (a relay taking over republishes its last batch)
+    repeats nothing visible: each follow-up is idempotent."""
+    order_ids = [event.order_id for event in events if event.type == OrderEvent.Type.CREATED]
+    for start in range(0, len(order_ids), CREATED_PER_MESSAGE):
+        orders_created.delay(order_ids[start : start + CREATED_PER_MESSAGE])
+
+
+@shared_task(
+    name="orders.orders_created",
+    ignore_result=True,
+    soft_time_limit=POLL_SOFT_LIMIT,
+    time_limit=POLL_HARD_LIMIT,
+)
+def orders_created(order_ids: list[int]) -> None:
+    """New orders' follow-ups: each customer's email and, with a geocoder, each address's lookup as tasks
+    of their own (each claims its work, so a repeated message sends no second email); then their due legs
+    sent now, in one tick, rather than at the next beat tick (legs not due yet are left to their time)."""
+    for order_id in order_ids:
+        send_order_email.delay(order_id)
+        if settings.GEOCODER_URL:
+            locate_order.delay(order_id)  # an order created without a geocoder is left off (order_geocode)
+    tick.poll_due_legs(order_ids=order_ids)
+
+
 @shared_task(
     name="orders.order_created",
     ignore_result=True,
@@ -56,14 +92,9 @@ def submit_order(order_id: int) -> None:
     time_limit=POLL_HARD_LIMIT,
 )
 def order_created(order_id: int, due: bool, locate: bool) -> None:
-    """A new order's follow-ups, from the one message its request sent (each message costs the request a
-    broker round trip): the customer's email and the geocoding as tasks of their own, then, when its legs
-    are due now, sending them (as submit_order) rather than waiting for the next tick."""
-    send_order_email.delay(order_id)
-    if locate:
-        locate_order.delay(order_id)
-    if due:
-        tick.poll_due_legs(order_ids=[order_id])
+    """One order's follow-ups, as web processes before the relay sent them (one message per request):
+    kept for one release, so messages queued across an upgrade are still worked."""
+    orders_created([order_id])
 
 
 @shared_task(
@@ -118,11 +149,6 @@ def locate_order(order_id: int, failures: int = 0) -> None:
         delay = min(2**failures, 300) + random.random()
         logger.info("Order %s: geocoding again in %.0fs (%s)", order_id, delay, error)
         locate_order.apply_async((order_id, failures + 1), countdown=delay)
-
-
-def enqueue_created(sender: Any, *, order_id: int, due: bool, locate: bool, **kwargs: Any) -> None:
-    """orders.signals.order_created receiver."""
-    order_created.delay(order_id, due, locate)
 
 
 def enqueue_follow_up(sender: Any, *, due: list[int], notify: list[int], **kwargs: Any) -> None:

@@ -285,7 +285,7 @@ def json_worker(transactional_db, tmp_path, settings) -> Iterator[Worker]:
 
 
 @pytest.mark.slow
-def test_tasks_enqueued_by_a_request_log_its_request_id_in_the_worker(json_worker, client_for, customer):
+def test_tasks_log_their_ids_and_those_a_request_enqueued_its_request_id(json_worker, client_for, customer):
     process_lines = read_json_lines(json_worker.log)
     assert any(line["logger"].startswith("celery") for line in process_lines), "Celery's own lines: JSON"
     catalogue = factories.make_catalogue()
@@ -298,25 +298,38 @@ def test_tasks_enqueued_by_a_request_log_its_request_id_in_the_worker(json_worke
     assert response["X-Request-ID"] == "order-req-1"
     order = Order.objects.get()
 
-    # The order is due at once: its order_created task polls the (refusing) provider, and says so.
+    # Its follow-ups, sent as the relay sends them: the order is due at once, so the task polls the
+    # (refusing) provider, and says so.
+    factories.release(order)
     done = json_worker.wait_for_line(
-        lambda line: line.get("task") == "orders.order_created" and "succeeded" in line["message"]
+        lambda line: line.get("task") == "orders.orders_created" and "succeeded" in line["message"]
     )
     assert done["logger"] == "celery.app.trace"
-    assert done["request_id"] == "order-req-1"
-    assert done["order_id"] == order.pk, "the task's order_id argument"
     assert done["task_id"] and done["task_id"] in done["message"]
     assert datetime.fromisoformat(done["time"]).utcoffset() is not None
-    # Order code inside the task: the same ids, and the leg where a provider's answer was applied
+    # Order code inside the task: the task's id, and the leg where a provider's answer was applied
     order_lines = [
         line
         for line in read_json_lines(json_worker.log)
         if line["logger"].startswith("orders.") and line.get("task_id") == done["task_id"]
     ]
     assert order_lines, "order code logged inside the task"
-    assert all((line["request_id"], line["order_id"]) == ("order-req-1", order.pk) for line in order_lines)
     leg_ids = set(order.legs.values_list("pk", flat=True))
     assert any(line.get("leg_id") in leg_ids for line in order_lines)
+
+    # A task a request enqueues carries the request's id: the customer cancels, the email follows.
+    def email_sent(line: dict) -> bool:
+        return line.get("task") == "orders.send_order_email" and "succeeded" in line["message"]
+
+    received = json_worker.wait_for_line(email_sent)  # the follow-ups' own: no request behind it
+    assert "request_id" not in received
+    response = client_for(customer).post(f"/api/orders/{order.pk}/cancel/", HTTP_X_REQUEST_ID="cancel-req-1")
+    assert response.status_code == 200, response.content
+    emailed = json_worker.wait_for_line(
+        lambda line: email_sent(line) and line["task_id"] != received["task_id"]
+    )
+    assert emailed["request_id"] == "cancel-req-1"
+    assert emailed["order_id"] == order.pk, "the task's order_id argument"
 
 
 @pytest.mark.slow

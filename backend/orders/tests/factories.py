@@ -11,8 +11,8 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import AbstractBaseUser
 from knox.models import AuthToken
 
-from orders import services
-from orders.models import Courier, Dish, Order, Restaurant
+from orders import services, tasks
+from orders.models import Courier, Dish, Order, OrderEvent, Restaurant
 
 PASSWORD = "test-pass-2026"
 
@@ -66,6 +66,14 @@ def make_order(customer: AbstractBaseUser, *restaurants: Restaurant, quantity: i
         items=[services.ItemInput(dish=dish(restaurant), quantity=quantity) for restaurant in restaurants],
         delivery_address="Sahaidachnoho St, 10, Kyiv",
     )
+
+
+def release(order: Order) -> Order:
+    """Send a new order's follow-ups (its email, geocoding, first submission) as the relay sends them once
+    it releases the order's `created` event (orders.tasks.created_released), for tests that run no relay;
+    with eager tasks they are worked at once. The relay's own sending: orders/tests/test_api.py."""
+    tasks.created_released(list(order.events.filter(type=OrderEvent.Type.CREATED)))
+    return order
 
 
 def signature_of(body: bytes, secret: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from core.celery import app as celery_app
-from orders import services
+from orders import services, tasks
 from orders.models import Dish, Order, OrderEvent
 from orders.tests import factories
 
@@ -207,21 +208,52 @@ class TestCreateOrder:
         listed = client.get("/api/orders/").json()["results"]
         assert response.json() == next(order for order in listed if order["id"] == response.json()["id"])
 
-    def test_a_create_sends_one_task_message(
+    def test_a_create_sends_nothing_to_the_broker(
         self, client_for, customer, order_body, settings, django_capture_on_commit_callbacks
     ):
-        """The email, the geocoding and the first send all follow from one message to the broker (each
-        message is a round trip the request waits for): orders.tasks.order_created."""
+        """Its follow-ups leave with the relay (orders.tasks.created_released): a request never waits on
+        the broker, nor fails after committing its order when the broker is away."""
         settings.GEOCODER_URL = "http://127.0.0.1:9/"
         broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        queue = celery_app.conf.task_default_queue
-        before = broker.llen(queue)
+        before = broker.llen(celery_app.conf.task_default_queue)
         with django_capture_on_commit_callbacks(execute=True):
             response = client_for(customer).post("/api/orders/", order_body, format="json")
         assert response.status_code == 201
-        sent = [json.loads(message) for message in broker.lrange(queue, 0, broker.llen(queue) - before - 1)]
-        assert [message["headers"]["task"] for message in sent] == ["orders.order_created"]
-        assert json.loads(base64.b64decode(sent[0]["body"]))[0] == [response.json()["id"], True, True]
+        assert broker.llen(celery_app.conf.task_default_queue) == before
+
+    def test_the_relay_sends_the_follow_ups_of_released_orders_in_one_message(
+        self, relay, client_for, customer, order_body
+    ):
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        queue = celery_app.conf.task_default_queue
+        broker.delete(queue)
+        relay.caught_up()
+        relay.relay.stop()  # held while three orders are committed, so that one batch releases them
+        relay.thread.join(timeout=10)
+        client = client_for(customer)
+        created = [client.post("/api/orders/", order_body, format="json").json()["id"] for _ in range(3)]
+        relay.__init__()  # a relay again, as `relay_events` restarted
+        relay.caught_up()
+        deadline = time.monotonic() + 10
+        while not broker.llen(queue):  # the mark is stored before the batch is handed out
+            assert time.monotonic() < deadline, "no message"
+            time.sleep(0.01)
+        sent = [json.loads(message) for message in broker.lrange(queue, 0, -1)]
+        assert [message["headers"]["task"] for message in sent] == ["orders.orders_created"]
+        assert json.loads(base64.b64decode(sent[0]["body"]))[0] == [created]
+        broker.delete(queue)
+
+    def test_a_busy_batch_is_sent_in_messages_of_a_hundred_orders(self, settings):
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        queue = celery_app.conf.task_default_queue
+        broker.delete(queue)
+        released = [OrderEvent(order_id=n, type=OrderEvent.Type.CREATED) for n in range(1, 251)]
+        released.insert(7, OrderEvent(order_id=3, type=OrderEvent.Type.STATUS))  # not a new order
+        tasks.created_released(released)
+        messages = [json.loads(message) for message in broker.lrange(queue, 0, -1)]
+        broker.delete(queue)
+        sent = [json.loads(base64.b64decode(message["body"]))[0] for message in messages]
+        assert sorted(sent) == [[list(range(1, 101))], [list(range(101, 201))], [list(range(201, 251))]]
 
     def test_future_eta_is_kept(self, client_for, customer, order_body):
         eta = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)

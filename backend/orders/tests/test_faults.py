@@ -303,7 +303,7 @@ def test_bueno_webhooks_replayed_three_times_out_of_order_one_event_each_never_b
     providers, live_server, customer, restaurants
 ):
     providers["bueno"].configure(step_seconds=3600)  # Bueno stays "accepted": only our pushes move it
-    order = factories.make_order(customer, restaurants["bueno"])  # submitted to Bueno at commit (eager)
+    order = factories.release(factories.make_order(customer, restaurants["bueno"]))  # submitted (eager)
     leg = order.legs.get()
     assert leg.external_id.startswith("bno_"), leg.last_error
     payloads = [

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from core.celery import app as celery_app
-from orders import geocoding, services
+from orders import geocoding, services, tasks
 from orders.models import Order, OrderEvent, Restaurant
 from orders.providers import DeliveryRequest, get_provider
 from orders.tests import factories
@@ -108,7 +108,10 @@ class TestCacheAndRate:
 
 @pytest.mark.django_db(transaction=True)
 class TestOrders:
-    def create(self, client_for, customer, restaurants, address: str) -> dict:
+    def create(self, client_for, customer, restaurants, address: str, *, released: bool = False) -> dict:
+        """An order created over REST; `released`: then its follow-ups sent, as the relay sends them
+        once it releases the order's events (orders.tasks.created_released; the relay itself in
+        test_api.py), worked eagerly here."""
         response = client_for(customer).post(
             "/api/orders/",
             {
@@ -118,11 +121,13 @@ class TestOrders:
             format="json",
         )
         assert response.status_code == 201, response.content
+        if released:
+            tasks.created_released(list(OrderEvent.objects.filter(order_id=response.json()["id"])))
         return response.json()
 
     def test_an_order_gets_its_point_after_commit(self, client_for, customer, restaurants, geocoder, eager):
         address = unique("Lesi Ukrainky Blvd, 5, Kyiv")
-        created = self.create(client_for, customer, restaurants, address)
+        created = self.create(client_for, customer, restaurants, address, released=True)
         order = Order.objects.get(pk=created["id"])
         lat, lng = simulated_place(address)
         assert order.geocode_status == "found"
@@ -136,7 +141,7 @@ class TestOrders:
     def test_an_unknown_address_leaves_the_order_off_the_map_and_says_so(
         self, client_for, customer, restaurants, geocoder, eager
     ):
-        created = self.create(client_for, customer, restaurants, "Nowhere Lane, 7")
+        created = self.create(client_for, customer, restaurants, "Nowhere Lane, 7", released=True)
         order = Order.objects.get(pk=created["id"])
         assert (order.geocode_status, order.point) == ("not_found", None)
         assert "does not know this address" in order.events.get(type=OrderEvent.Type.LOCATED).reason
@@ -145,7 +150,9 @@ class TestOrders:
 
     def test_a_geocoder_down_never_blocks_creation(self, client_for, customer, restaurants, geocoder, eager):
         geocoder.configure(down=True)
-        created = self.create(client_for, customer, restaurants, unique("Lesi Ukrainky Blvd, 9, Kyiv"))
+        created = self.create(
+            client_for, customer, restaurants, unique("Lesi Ukrainky Blvd, 9, Kyiv"), released=True
+        )
         order = Order.objects.get(pk=created["id"])
         assert order.status == "scheduled"
         # Tried 1 + GEOCODER_RETRIES times (eagerly here; a worker backs off), then left off the map.
@@ -168,7 +175,9 @@ class TestOrders:
     def test_without_a_geocoder_orders_are_off_and_no_lookup_is_queued(
         self, client_for, customer, restaurants
     ):
-        created = self.create(client_for, customer, restaurants, "Lesi Ukrainky Blvd, 11, Kyiv")
+        created = self.create(
+            client_for, customer, restaurants, "Lesi Ukrainky Blvd, 11, Kyiv", released=True
+        )
         order = Order.objects.get(pk=created["id"])
         assert (order.geocode_status, order.point) == ("off", None)
         assert not order.events.filter(type=OrderEvent.Type.LOCATED).exists()
@@ -183,11 +192,11 @@ class TestOrders:
 
         statements("warm-up, Kyiv")  # the first request loads the session, the content types...
         off = statements("Lesi Ukrainky Blvd, 15, Kyiv")
-        settings.GEOCODER_URL = "http://127.0.0.1:9"  # on, its task queued (no worker here)
+        settings.GEOCODER_URL = "http://127.0.0.1:9"  # on: its lookup is sent later, by the relay
         assert statements("Lesi Ukrainky Blvd, 17, Kyiv") == off
 
     def test_creating_an_order_asks_no_geocoder(self, client_for, customer, restaurants, geocoder):
-        """The lookup is a task after commit (queued here, no worker runs it): the request makes no call."""
+        """The lookup is a task the relay sends after commit: the request makes no call."""
         created = self.create(client_for, customer, restaurants, unique("Lesi Ukrainky Blvd, 13, Kyiv"))
         assert geocoder.stats()["gets"] == 0
         assert Order.objects.get(pk=created["id"]).geocode_status == "pending"

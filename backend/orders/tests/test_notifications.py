@@ -84,6 +84,12 @@ def set_status(order: Order, status: str, **fields) -> None:
     Order.objects.filter(pk=order.pk).update(status=status, **fields)
 
 
+def test_a_message_queued_before_the_relay_sent_follow_ups_is_still_worked(order, eager):
+    """orders.order_created: what web processes sent before this release, kept for one release."""
+    tasks.order_created.delay(order.pk, True, False)
+    assert [email.subject for email in mail.outbox] == [f"We received your order #{order.pk}"]
+
+
 def test_received_email_lists_the_order_and_links_to_it(
     customer, restaurants, eager, django_capture_on_commit_callbacks
 ):
@@ -101,7 +107,8 @@ def test_received_email_lists_the_order_and_links_to_it(
             delivery_address="Sahaidachnoho St, 10, Kyiv",
             eta=eta,
         )
-        assert mail.outbox == [], "nothing is sent before the commit"
+    assert mail.outbox == [], "nothing is sent until the relay releases the order"
+    factories.release(order)
     [email] = mail.outbox
     assert email.to == ["alice@example.com"]
     assert str(order.pk) in email.subject and email.subject != FINAL_SUBJECTS["delivered"].format(id=order.pk)

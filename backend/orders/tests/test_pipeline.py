@@ -37,7 +37,7 @@ def deliver(order: Order, timeout: float = 30) -> Order:
 
 
 def test_order_from_two_restaurants_is_delivered_by_itself(providers, customer, catalogue):
-    order = factories.make_order(customer, catalogue["melange"], catalogue["bueno"])
+    order = factories.release(factories.make_order(customer, catalogue["melange"], catalogue["bueno"]))
     order = deliver(order)
     assert order.status == "delivered"
     statuses = list(order.events.filter(type="order.status").values_list("to_status", flat=True))
@@ -139,7 +139,8 @@ def test_provider_down_past_the_deadline_fails_the_order_then_retry_recovers(
     settings.PROVIDER_FAILURE_DEADLINE_SECONDS = 1.5
     operator = factories.make_user("olena", is_staff=True)
     providers["melange"].configure(down=True)
-    order = deliver(factories.make_order(customer, catalogue["melange"], catalogue["bueno"]))
+    order = factories.release(factories.make_order(customer, catalogue["melange"], catalogue["bueno"]))
+    order = deliver(order)
     assert order.status == "failed"
     assert "melange (Melange) failing" in order.failure_reason and "503" in order.failure_reason
     leg = order.legs.get(provider="melange")

@@ -56,9 +56,9 @@ def test_a_finished_order_gets_no_new_sub_order(customer, operator, restaurants)
 def test_one_tick_polls_what_is_due_and_reschedules_it(providers, customer, restaurants):
     from django.utils import timezone
 
-    order = factories.make_order(customer, restaurants["melange"], restaurants["bueno"])
+    order = factories.release(factories.make_order(customer, restaurants["melange"], restaurants["bueno"]))
     legs = order.legs.all()
-    assert all(leg.external_id for leg in legs), "the submit task created both sub-orders at commit"
+    assert all(leg.external_id for leg in legs), "its follow-up task created both sub-orders"
     Leg.objects.filter(order=order).update(next_poll_at=None)
     assert tick.poll_due_legs().claimed == 0, "nothing due, nothing claimed"
     started = timezone.now()
