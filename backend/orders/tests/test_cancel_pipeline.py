@@ -288,8 +288,12 @@ def test_overrides_and_retries_end_delivered_or_are_refused(
         20,
         describe(resumed, logs=worker_and_beat),
     )
+    # Bueno answers its cancel slowly, so that it is surely still pending when the override comes (a fast
+    # worker could otherwise settle both cancels before the test's next request)
+    providers["bueno"].configure(latency_ms=1500)  # under the worker's 2 s timeout
     assert operator_api.post(f"/api/orders/{resumed.pk}/cancel/").status_code == 200
     pending = override(resumed, "ready")
+    providers["bueno"].configure(latency_ms=0)
     assert (pending.status_code, pending.json()["code"]) == (409, "invalid_transition"), pending.text
     wait_until(cancels_settled(resumed), 20, describe(resumed, logs=worker_and_beat))
     assert refusals(resumed) == [
