@@ -7,9 +7,7 @@ loading, so this module must not import views.
 import binascii
 from hmac import compare_digest
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
@@ -62,22 +60,7 @@ class TokenAuthentication(KnoxTokenAuthentication):
 def _tokens_with_users(token_key: str) -> list[AuthToken]:
     """The tokens whose key is `token_key`, each with its user: knox's
     `AuthToken.objects.filter(token_key=...).select_related("user")`."""
-    user_model = get_user_model()
-    sql = (
-        f"SELECT {rows.select_list(AuthToken, 't')}, {rows.select_list(user_model, 'u')} "
-        f'FROM "{AuthToken._meta.db_table}" t JOIN "{user_model._meta.db_table}" u '
-        f'ON u."{user_model._meta.pk.column}" = t."{AuthToken._meta.get_field("user").column}" '
-        'WHERE t."token_key" = %s'
-    )
-    token_columns = len(AuthToken._meta.concrete_fields)
-    tokens = []
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [token_key])
-        for row in cursor.fetchall():
-            auth_token = rows.load(AuthToken, row[:token_columns])
-            auth_token.user = rows.load(user_model, row[token_columns:])
-            tokens.append(auth_token)
-    return tokens
+    return rows.select_related(AuthToken, "user", 'm."token_key" = %s', [token_key])
 
 
 class TokenScheme(KnoxTokenScheme):

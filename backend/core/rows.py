@@ -49,6 +49,30 @@ def _readers(model: type[Model], using: str) -> tuple[list[str], list[tuple[int,
     return names, converters
 
 
+def select_related(
+    model: type[Model], field_name: str, where: str, params: Sequence[Any], using: str = "default"
+) -> list[Model]:
+    """`model.objects.filter(...).select_related(field_name)` in one hand-written statement: the rows of
+    `model` (aliased `m`) matching `where`, each with the row its foreign key `field_name` names (aliased
+    `r`) loaded in place."""
+    field = model._meta.get_field(field_name)
+    related = field.related_model
+    sql = (
+        f"SELECT {select_list(model, 'm')}, {select_list(related, 'r')} "
+        f'FROM "{model._meta.db_table}" m JOIN "{related._meta.db_table}" r '
+        f'ON r."{field.target_field.column}" = m."{field.column}" WHERE {where}'
+    )
+    columns = len(model._meta.concrete_fields)
+    instances = []
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, params)
+        for row in cursor.fetchall():
+            instance = load(model, row, using)
+            setattr(instance, field_name, load(related, row[columns:], using))
+            instances.append(instance)
+    return instances
+
+
 def insert_family(parent: Model, children: Sequence[Sequence[Model]], using: str = "default") -> None:
     """INSERT a new `parent` and new rows pointing at it in one statement, setting their primary keys.
 
@@ -83,8 +107,9 @@ def insert_family(parent: Model, children: Sequence[Sequence[Model]], using: str
         parent_id, *child_ids = cursor.fetchone()
     _saved(parent, parent_id, using)
     for group, ids in zip(children, child_ids, strict=True):
+        keys = _parent_keys(type(group[0]), parent_model) if group else []
         for child, child_id in zip(group, ids, strict=True):
-            for field in _parent_keys(type(child), parent_model):
+            for field in keys:
                 setattr(child, field.attname, parent_id)
             _saved(child, child_id, using)
 
@@ -110,10 +135,12 @@ def _fields(model: type[Model]) -> list:
     return [field for field in model._meta.concrete_fields if field is not model._meta.auto_field]
 
 
-def _values(instance: Model, connection: Any, parent_keys: list[ForeignKey]) -> tuple[list[str], list]:
+def _values(
+    instance: Model, fields: list, connection: Any, parent_keys: list[ForeignKey]
+) -> tuple[list[str], list]:
     """Placeholders and parameters of one row, prepared as the ORM's INSERT prepares them."""
     placeholders, params = [], []
-    for field in _fields(type(instance)):
+    for field in fields:
         if field in parent_keys:
             placeholders.append(f'(SELECT "{field.target_field.column}" FROM parent)')
             continue
@@ -129,12 +156,13 @@ def _insert_rows(
     model = type(rows[0])
     meta = model._meta
     parent_keys = _parent_keys(model, parent_model) if parent_model is not None else []
-    columns = ", ".join(f'"{field.column}"' for field in _fields(model))
+    fields = _fields(model)
+    columns = ", ".join(f'"{field.column}"' for field in fields)
     values, params = [], []
     for row in rows:
         if type(row) is not model:
             raise TypeError(f"One group holds one model's rows: {type(row).__name__} among {model.__name__}")
-        placeholders, row_params = _values(row, connection, parent_keys)
+        placeholders, row_params = _values(row, fields, connection, parent_keys)
         values.append(f"({', '.join(placeholders)})")
         params += row_params
     sql = f'INSERT INTO "{meta.db_table}" ({columns}) VALUES {", ".join(values)} RETURNING "{meta.pk.column}"'

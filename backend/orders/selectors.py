@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
-from django.db import connection
 from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
@@ -25,20 +24,10 @@ def orderable_dishes(ids: Iterable[int]) -> dict[int, Dish]:
 
     Every order's create reads them: in one statement, not compiled by the ORM (that cost several times
     running it: core.rows)."""
-    sql = (
-        f"SELECT {rows.select_list(Dish, 'd')}, {rows.select_list(Restaurant, 'r')} "
-        'FROM "orders_dish" d JOIN "orders_restaurant" r ON r."id" = d."restaurant_id" '
-        'WHERE d."id" = ANY(%s) AND d."is_active" AND r."is_active"'
+    dishes = rows.select_related(
+        Dish, "restaurant", 'm."id" = ANY(%s) AND m."is_active" AND r."is_active"', [list(ids)]
     )
-    dish_columns = len(Dish._meta.concrete_fields)
-    dishes = {}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [list(ids)])
-        for row in cursor.fetchall():
-            dish = rows.load(Dish, row[:dish_columns])
-            dish.restaurant = rows.load(Restaurant, row[dish_columns:])
-            dishes[dish.pk] = dish
-    return dishes
+    return {dish.pk: dish for dish in dishes}
 
 
 def restaurant_list() -> QuerySet[Restaurant]:
