@@ -128,8 +128,10 @@ class Relay:
                     self.start()
                     while not self.stopping.is_set():
                         self.heartbeat()
+                        started = time.monotonic()
                         if self.step() < self.batch_size:  # a full batch means more are waiting
-                            self.stopping.wait(interval)
+                            # steps begin an interval apart: a step's own work is not added to the wait
+                            self.stopping.wait(max(0.0, interval - (time.monotonic() - started)))
             except DatabaseError as error:  # PostgreSQL restarted or unreachable: start over
                 logger.warning("Relay lost the database (%s); retrying in %ss", error, RETRY_SECONDS)
                 _close_connection()

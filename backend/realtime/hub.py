@@ -5,9 +5,12 @@ gets its own copy of every group message, decodes it (msgpack), is dispatched th
 hops to a worker thread per message to close old database connections) and builds its own frame, work
 that grows with the number of sockets and caps what one web process can send.
 
-Here the process subscribes once per group, decodes each message once, and every flush interval
-(REALTIME_FLUSH_MS) turns what arrived for a group into one batch: the events in seq order, each seq
-once, and the frame text, built once and handed as it is to every local socket of the group. The relay
+Here the process subscribes once per group, decodes each message once, and turns what arrived for a
+group into one batch at most once per flush interval (REALTIME_FLUSH_MS): the events in seq order, each
+seq once, and the frame text, built once and handed as it is to every local socket of the group. A
+message arriving when the group's last flush is an interval old or more leaves at once (a quiet board
+hears of a change without waiting); what arrives sooner waits for the interval to end, with everything
+else that arrives until then. The relay
 publishes in seq order, so a group's batches follow each other in seq order; a batch it publishes again
 (a retry, a relay taking over) may repeat seqs of an earlier batch, which each socket drops by its
 highest seq sent. A socket that is still taking its snapshot or replay holds the batches and filters
@@ -68,6 +71,7 @@ class Group:
     events: list[EventItem] = field(default_factory=list)
     locations: dict[int, dict[str, Any]] = field(default_factory=dict)
     flush_scheduled: bool = False
+    flushed_at: float = float("-inf")  # the event loop's time when the last flush began
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -183,7 +187,8 @@ class Hub:
         if not group.flush_scheduled:
             group.flush_scheduled = True
             loop = asyncio.get_running_loop()
-            loop.call_later(settings.REALTIME_FLUSH_MS / 1000, lambda: loop.create_task(self._flush(group)))
+            wait = group.flushed_at + settings.REALTIME_FLUSH_MS / 1000 - loop.time()
+            loop.call_later(max(0.0, wait), lambda: loop.create_task(self._flush(group)))
 
     def _interrupted(self, message: dict[str, Any]) -> None:
         """Redis dropped the process's subscription (realtime.layers): every member is told, as a socket
@@ -196,9 +201,10 @@ class Hub:
             await self._deliver(member.layer_interrupted(message), "the interruption")
 
     async def _flush(self, group: Group) -> None:
-        """Everything that arrived for the group within one flush interval leaves as one frame per kind."""
+        """Everything that arrived for the group since its last flush leaves as one frame per kind."""
         async with group.lock:  # batches of a group reach each member in their numbered order
             group.flush_scheduled = False
+            group.flushed_at = asyncio.get_running_loop().time()
             events, group.events = group.events, []
             locations, group.locations = group.locations, {}
             members = list(group.members)

@@ -18,7 +18,7 @@ from realtime import broadcast, hub, layers
 from realtime.hub import EventBatch, EventItem
 
 TIMEOUT = 5
-FLUSH_MS = 200  # long enough that what a test publishes back to back lands in one flush
+FLUSH_MS = 200  # long enough that what a test publishes back to back after a flush lands in the next
 
 
 @pytest.fixture(autouse=True)
@@ -76,6 +76,14 @@ async def until(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(TIMEOUT):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+async def just_flushed(group: str, member: Member) -> None:
+    """The group has just flushed (a first event, handed out): whatever the test publishes next waits for
+    the interval to end, together."""
+    await publish(events(group, item(0)))
+    await until(lambda: member.batches)
+    member.batches.clear()
 
 
 async def quiet() -> None:
@@ -210,6 +218,7 @@ class TestBatches:
             fanout, group = hub.hub(), group_name()
             member = Member()
             await fanout.join(group, member)
+            await just_flushed(group, member)
             # Out of order across messages: a relay that took over republished an earlier run.
             await publish(events(group, item(5), item(6)), events(group, item(3), item(4)))
             await until(lambda: member.batches)
@@ -229,6 +238,7 @@ class TestBatches:
             fanout, group = hub.hub(), group_name()
             member = Member()
             await fanout.join(group, member)
+            await just_flushed(group, member)
             # The relay retries a batch after another group failed: this group gets it a second time.
             await publish(
                 events(group, item(7, note="first"), item(8, note="first")),
@@ -240,6 +250,35 @@ class TestBatches:
             assert [seq for seq, _, _ in batch.items] == [7, 8, 9]
             notes = [event["note"] for event in json.loads(batch.text)["events"]]
             assert notes == ["first", "first", ""]
+            await leave_all(fanout, group, member)
+
+        run(scenario)
+
+    def test_a_quiet_group_flushes_at_once_and_then_at_most_once_per_interval(self, settings):
+        settings.REALTIME_FLUSH_MS = 1500  # far above the time a publish takes to arrive, on any machine
+
+        async def scenario():
+            fanout, group = hub.hub(), group_name()
+            member = Member()
+            await fanout.join(group, member)
+            loop = asyncio.get_running_loop()
+            handed: list[float] = []
+            take = member.take_events
+
+            async def timed(batch: EventBatch) -> None:
+                handed.append(loop.time())
+                await take(batch)
+
+            member.take_events = timed
+            published = loop.time()
+            await publish(events(group, item(1)))
+            await until(lambda: member.batches)
+            assert handed[0] - published < 0.75, "the first change after a quiet interval leaves at once"
+            await publish(events(group, item(2)))
+            await publish(events(group, item(3)))
+            await until(lambda: len(member.batches) == 2)
+            assert handed[1] - handed[0] >= 1.5, "then one flush per interval"
+            assert [batch.items for batch in member.batches] == [[item(1)], [item(2), item(3)]]
             await leave_all(fanout, group, member)
 
         run(scenario)
