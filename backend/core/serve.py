@@ -17,7 +17,6 @@ backend/core/tests/test_security_proxy.py fails when an oversized body is buffer
 from TRUSTED_PROXIES only.
 """
 
-import gc
 import io
 import logging
 from typing import Any
@@ -28,29 +27,10 @@ from daphne.server import Server
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from core import heap
 from core.asgi_limits import too_large_body
 
 logger = logging.getLogger("core.serve")  # not __name__: run as __main__
-
-# The youngest generation is collected after this many new container objects, not Python's 700 (below).
-GC_THRESHOLDS = (10_000, 10, 10)
-
-
-def settle_heap() -> None:
-    """Freezes what startup loaded and collects young objects less often, before the server serves.
-
-    Almost everything a request creates sits in a reference cycle (DRF's fields point back at their
-    serializer, the view at its request, a model instance's related-object cache at its relatives), so
-    only the cyclic collector frees it, and whatever requests are in flight at a collection is promoted to
-    an older generation. With 16 requests in flight that set off a full collection about once a second,
-    each walking Django's whole startup heap (~155,000 objects): order creation spent 3.5 s of 25 in the
-    oldest generation, in pauses of up to 170 ms, which made its p99 (bench.rest_create; gc callbacks).
-    Frozen (`gc.freeze`, after a collection so no startup garbage is kept), the startup heap is never walked
-    again; a larger first threshold lets most requests finish before the next collection looks at them.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class LimitedWebRequest(WebRequest):
@@ -138,7 +118,7 @@ class LimitedServer(Server):
         self.websocket_handshake_timeout = settings.WEB_WEBSOCKET_CONNECT_TIMEOUT_SECONDS
 
     def run(self) -> None:
-        settle_heap()  # the application is loaded: daphne's command line imported it to build this server
+        heap.settle()  # the application is loaded: daphne's command line imported it to build this server
         super().run()
 
     @property

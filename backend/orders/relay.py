@@ -109,6 +109,7 @@ class Relay:
         wait_ms = settings.REALTIME_GAP_WAIT_MS if gap_wait_ms is None else gap_wait_ms
         self.gap_wait = wait_ms / 1000
         self.mark = 0
+        self.busy = False  # the last step read events
         self.pending: dict[int, Pending] = {}  # missing seqs between the mark and the highest seen
         self.given_up: dict[int, frozenset[str]] = {}  # skipped while their writer ran: watched for late
         self.first_seen: dict[int, float] = {}  # held events: when each was first read
@@ -180,9 +181,11 @@ class Relay:
         """Release the events that can leave now; returns how many were read (a full batch: read again)."""
         if self.given_up:
             self._release_late()
-        if not self._anything_above_mark():
+        # The idle probe only while idle: after a step that read events, more are likely waiting
+        if not self.busy and not self._anything_above_mark():
             return 0
         events = list(OrderEvent.objects.filter(seq__gt=self.mark).order_by("seq")[: self.batch_size])
+        self.busy = bool(events)
         if not events:
             return 0
         now = time.monotonic()

@@ -122,6 +122,20 @@ def test_a_step_over_many_rolled_back_seqs_reads_them_in_one_query(
     assert relay.stats.rolled_back == 500
 
 
+def test_a_busy_relay_reads_without_probing_first(relay, recorder, legs, django_assert_num_queries):
+    """Each round trip of a step adds to every event's latency on a loaded machine."""
+    apply(legs[0], "not started")
+    relay.step()
+    second = apply(legs[1], "not started")
+    with django_assert_num_queries(2):  # the events, the mark
+        relay.step()
+    assert recorder.seqs[-1] == second
+    with django_assert_num_queries(1):  # the events: none
+        relay.step()
+    with django_assert_num_queries(1):  # idle: the plain probe
+        relay.step()
+
+
 def test_several_writers_commit_in_reverse_and_leave_in_seq_order(relay, recorder, legs):
     writers = [OpenWriter(leg, "not started") for leg in legs]
     for writer in reversed(writers):

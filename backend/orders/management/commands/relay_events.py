@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from core import metrics
+from core import heap, metrics
 from core.liveness import FileHeartbeat
 from orders.relay import Relay
 
@@ -27,6 +27,7 @@ class Command(BaseCommand):
         metrics.start_exporter("relay", settings.METRICS_RELAY_PORT)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: relay.stop())
+        heap.settle()  # each step's events, orders and payloads are cyclic garbage too
         relay.run()
         stats = relay.stats.as_dict()
         logger.info("Relay stopped: %s", stats)
