@@ -37,6 +37,7 @@ from .serializers import (
     ThroughputQuerySerializer,
     ThroughputSerializer,
     TrackingLinkSerializer,
+    represent,
 )
 from .status import OrderStatus
 
@@ -171,7 +172,7 @@ class OrderListCreateView(generics.ListAPIView):
             loaded=True,  # answered with what was just written (items, legs, no alerts yet): no re-read
         )
         logs.bind(order_id=order.pk)  # the rest of the request's log lines name the new order
-        return Response(order_serializer_for(request.user)(order).data, status=status.HTTP_201_CREATED)
+        return Response(represent(order_serializer_for(request.user), order), status=status.HTTP_201_CREATED)
 
 
 class OrderDetailView(generics.RetrieveAPIView):
@@ -196,7 +197,7 @@ class _OrderActionView(APIView):
 
     def respond(self, order: Order) -> Response:
         order = selectors.order_detail_queryset(user=self.request.user).get(pk=order.pk)
-        return Response(order_serializer_for(self.request.user, detail=True)(order).data)
+        return Response(represent(order_serializer_for(self.request.user, detail=True), order))
 
 
 class OrderCancelView(_OrderActionView):
