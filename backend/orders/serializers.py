@@ -480,8 +480,9 @@ def represent(serializer_class: type[serializers.Serializer], instance: Any) -> 
     per class (never shared between threads) and hands it each instance. Only for serializers that read
     nothing but the instance: tests compare this with `serializer_class(instance).data` for every order shape.
     """
-    built = _reused.__dict__.setdefault("serializers", {})
-    serializer = built.get(serializer_class)
+    if not hasattr(_reused, "serializers"):
+        _reused.serializers = {}
+    serializer = _reused.serializers.get(serializer_class)
     if serializer is None:
-        serializer = built[serializer_class] = serializer_class()
+        serializer = _reused.serializers[serializer_class] = serializer_class()
     return serializer.to_representation(instance)

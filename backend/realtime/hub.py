@@ -10,11 +10,10 @@ group into one batch at most once per flush interval (REALTIME_FLUSH_MS): the ev
 seq once, and the frame text, built once and handed as it is to every local socket of the group. A
 message arriving when the group's last flush is an interval old or more leaves at once (a quiet board
 hears of a change without waiting); what arrives sooner waits for the interval to end, with everything
-else that arrives until then. The relay
-publishes in seq order, so a group's batches follow each other in seq order; a batch it publishes again
-(a retry, a relay taking over) may repeat seqs of an earlier batch, which each socket drops by its
-highest seq sent. A socket that is still taking its snapshot or replay holds the batches and filters
-them itself (`LiveConsumer.take_events`).
+else that arrives until then. The relay publishes in seq order, so a group's batches follow each other
+in seq order; a batch it publishes again (a retry, a relay taking over) may repeat seqs of an earlier
+batch, which each socket drops by its highest seq sent. A socket that is still taking its snapshot or
+replay holds the batches and filters them itself (`LiveConsumer.take_events`).
 """
 
 import asyncio

@@ -1,7 +1,7 @@
 """The long-running processes settle the garbage collector (core.heap) before their work starts."""
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from daphne.server import Server
@@ -14,7 +14,7 @@ from orders.relay import Relay
 
 
 @pytest.fixture
-def seen(monkeypatch) -> Iterator[dict]:
+def seen() -> Iterator[tuple[dict, Callable[..., None]]]:
     """What the collector looked like when the process's work began; the collector restored afterwards."""
     thresholds = gc.get_threshold()
     assert gc.get_freeze_count() == 0
